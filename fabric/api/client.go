@@ -1,0 +1,150 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+)
+
+// DefaultSocket is where the agent listens unless configured otherwise;
+// FABRIC_SOCKET overrides it for the CLI.
+const DefaultSocket = "/run/fabric/fabric.sock"
+
+// SocketFromEnv returns FABRIC_SOCKET or the default.
+func SocketFromEnv() string {
+	if s := os.Getenv("FABRIC_SOCKET"); s != "" {
+		return s
+	}
+	return DefaultSocket
+}
+
+// Client talks to one agent over its unix socket. It is safe for concurrent
+// use.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the agent listening on socket.
+func NewClient(socket string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConns: 4,
+	}
+	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+}
+
+// Status returns the agent's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
+}
+
+// CreateEndpoint allocates addresses and an identity for a workload; asking
+// again with the same ID returns the same endpoint.
+func (c *Client) CreateEndpoint(ctx context.Context, req EndpointRequest) (Endpoint, error) {
+	var ep Endpoint
+	return ep, c.do(ctx, http.MethodPost, "/v1/endpoints", req, &ep)
+}
+
+// DeleteEndpoint releases a workload's addresses; deleting an unknown
+// endpoint succeeds.
+func (c *Client) DeleteEndpoint(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/endpoints/"+url.PathEscape(id), nil, nil)
+}
+
+// Endpoints lists endpoints: this node's, or the whole cluster's with all.
+func (c *Client) Endpoints(ctx context.Context, all bool) ([]Endpoint, error) {
+	var eps []Endpoint
+	p := "/v1/endpoints"
+	if all {
+		p += "?all=1"
+	}
+	return eps, c.do(ctx, http.MethodGet, p, nil, &eps)
+}
+
+// Get reads one store key.
+func (c *Client) Get(ctx context.Context, key string) (KV, error) {
+	var kv KV
+	return kv, c.do(ctx, http.MethodGet, "/v1/kv?key="+url.QueryEscape(key), nil, &kv)
+}
+
+// List reads every store key under prefix.
+func (c *Client) List(ctx context.Context, prefix string) ([]KV, error) {
+	var kvs []KV
+	return kvs, c.do(ctx, http.MethodGet, "/v1/kv?prefix="+url.QueryEscape(prefix), nil, &kvs)
+}
+
+// Put writes a store key through the Raft leader.
+func (c *Client) Put(ctx context.Context, req PutRequest) (PutResult, error) {
+	var r PutResult
+	return r, c.do(ctx, http.MethodPost, "/v1/kv", req, &r)
+}
+
+// Keyring returns the gossip key IDs of this node.
+func (c *Client) Keyring(ctx context.Context) (Keyring, error) {
+	var k Keyring
+	return k, c.do(ctx, http.MethodGet, "/v1/gossip/keys", nil, &k)
+}
+
+// ChangeKeyring installs, selects or removes a gossip key on this node.
+func (c *Client) ChangeKeyring(ctx context.Context, req KeyringRequest) (Keyring, error) {
+	var k Keyring
+	return k, c.do(ctx, http.MethodPost, "/v1/gossip/keys", req, &k)
+}
+
+// ErrNotFound is returned for a 404.
+var ErrNotFound = errors.New("not found")
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://fabric"+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("agent API at %s: %w (is the agent running? set FABRIC_SOCKET or --socket)", c.socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var e Error
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			if resp.StatusCode == http.StatusNotFound {
+				return fmt.Errorf("%w: %s", ErrNotFound, e.Error)
+			}
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("agent API %s %s: %s", method, path, resp.Status)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode response of %s: %w", path, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,133 @@
+// Package api is the agent's local API: versioned JSON over a unix socket.
+// It holds the wire types and the client; the agent serves it. Paths start
+// with /v1/ and a breaking change gets a new prefix.
+package api
+
+import "time"
+
+// Status is what `fabric status` shows.
+type Status struct {
+	Node       NodeInfo     `json:"node"`
+	Members    []Member     `json:"members"`
+	Store      StoreStatus  `json:"store"`
+	NodeCIDRs  []NodeCIDRs  `json:"nodeCIDRs"`
+	Identities int          `json:"identities"`
+	Endpoints  int          `json:"endpoints"`
+	Health     HealthStatus `json:"health"`
+}
+
+// NodeInfo describes the local node.
+type NodeInfo struct {
+	Name        string    `json:"name"`
+	Cluster     string    `json:"cluster"`
+	ClusterID   uint32    `json:"clusterID"`
+	Underlay    []string  `json:"underlay"`
+	Roles       []string  `json:"roles"`
+	Version     string    `json:"version"`
+	PodCIDRs    []string  `json:"podCIDRs"`
+	StartedAt   time.Time `json:"startedAt"`
+	GossipAddr  string    `json:"gossipAddr"`
+	GossipKeyID string    `json:"gossipKeyID,omitempty"`
+}
+
+// Member is one gossip member as this node sees it.
+type Member struct {
+	Name     string    `json:"name"`
+	Addr     string    `json:"addr"`
+	State    string    `json:"state"` // alive, suspect, dead, left
+	Since    time.Time `json:"since"`
+	Roles    []string  `json:"roles"`
+	PodCIDRs []string  `json:"podCIDRs"`
+	Health   string    `json:"health"`
+}
+
+// StoreStatus is the local view of the Raft store.
+type StoreStatus struct {
+	Role         string        `json:"role"` // leader, follower, candidate, client, bootstrapping
+	Leader       string        `json:"leader"`
+	Term         uint64        `json:"term"`
+	CommitIndex  uint64        `json:"commitIndex"`
+	AppliedIndex uint64        `json:"appliedIndex"`
+	Revision     int64         `json:"revision"`
+	Servers      []StoreServer `json:"servers"`
+	LastContact  time.Duration `json:"lastContact"`
+	Error        string        `json:"error,omitempty"`
+}
+
+// StoreServer is one Raft server in the configuration.
+type StoreServer struct {
+	ID    string `json:"id"`
+	Addr  string `json:"addr"`
+	Voter bool   `json:"voter"`
+	Alive bool   `json:"alive"`
+}
+
+// NodeCIDRs is one node's pod CIDRs as recorded in the store.
+type NodeCIDRs struct {
+	Node  string   `json:"node"`
+	CIDRs []string `json:"cidrs"`
+}
+
+// HealthStatus sums up the node: OK only when every check passes.
+type HealthStatus struct {
+	OK     bool              `json:"ok"`
+	Checks map[string]string `json:"checks"` // check name → "ok" or the problem
+}
+
+// EndpointRequest asks the agent for a new endpoint (a workload attachment).
+type EndpointRequest struct {
+	// ID is unique on the node, e.g. the container ID plus interface name.
+	ID string `json:"id"`
+	// Labels in the form "k=v,k2=v2".
+	Labels string `json:"labels"`
+}
+
+// Endpoint is a workload attachment with its addresses and identity.
+type Endpoint struct {
+	ID       string    `json:"id"`
+	Node     string    `json:"node"`
+	IPs      []string  `json:"ips"`
+	Gateways []string  `json:"gateways,omitempty"`
+	Identity uint32    `json:"identity"`
+	Labels   string    `json:"labels"`
+	Created  time.Time `json:"created"`
+}
+
+// KV is one store key as the debugging endpoints show it.
+type KV struct {
+	Key         string `json:"key"`
+	Value       string `json:"value"`
+	ModRevision int64  `json:"modRevision"`
+}
+
+// PutRequest writes a key; with IfModRevision set (0 = must not exist) it is
+// a compare-and-set.
+type PutRequest struct {
+	Key           string `json:"key"`
+	Value         string `json:"value"`
+	IfModRevision *int64 `json:"ifModRevision,omitempty"`
+}
+
+// PutResult says whether the write happened and at which revision.
+type PutResult struct {
+	Succeeded bool  `json:"succeeded"`
+	Revision  int64 `json:"revision"`
+}
+
+// KeyringRequest changes the gossip keyring on this node.
+type KeyringRequest struct {
+	Op  string `json:"op"` // install, use, remove
+	Key string `json:"key"`
+}
+
+// Keyring lists the gossip keys of this node by their IDs (a short hash;
+// the keys themselves never leave the node through the API).
+type Keyring struct {
+	Primary string   `json:"primary"`
+	Keys    []string `json:"keys"`
+}
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Error string `json:"error"`
+}

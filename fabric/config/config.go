@@ -1,0 +1,234 @@
+// Package config holds the agent's configuration: one struct loaded once from
+// a YAML file, FABRIC_* environment variables and command-line flags (in that
+// order of precedence, lowest first), validated once, then handed down to
+// every subsystem as plain values. It knows nothing of how the values are
+// used.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole agent configuration. YAML keys are shown in the tags;
+// the environment variable of a field is FABRIC_ plus its flag name in upper
+// case with dashes as underscores (e.g. FABRIC_CLUSTER_ID).
+type Config struct {
+	ClusterName string `yaml:"clusterName"`
+	ClusterID   uint32 `yaml:"clusterID"`
+	NodeName    string `yaml:"nodeName"`
+	// Underlay lists the node's underlay addresses; the first is used to
+	// bind gossip, the store RPC and Raft.
+	Underlay []string `yaml:"underlay"`
+	// Server makes the node a Raft voter.
+	Server          bool     `yaml:"server"`
+	BootstrapExpect int      `yaml:"bootstrapExpect"`
+	Join            []string `yaml:"join"`
+	// GossipKeys are base64 AES keys (16, 24 or 32 bytes); the first one
+	// encrypts, all of them decrypt, which is how a key is rotated.
+	GossipKeys []string `yaml:"gossipKeys"`
+	GossipPort int      `yaml:"gossipPort"`
+	RaftPort   int      `yaml:"raftPort"`
+	APIPort    int      `yaml:"apiPort"`
+	DataDir    string   `yaml:"dataDir"`
+	// Socket is the local API's unix socket.
+	Socket string `yaml:"socket"`
+	// PodPools are the cluster's pod address pools (IPv4 and/or IPv6).
+	PodPools     []string      `yaml:"podPools"`
+	NodeMaskV4   int           `yaml:"nodeMaskV4"`
+	NodeMaskV6   int           `yaml:"nodeMaskV6"`
+	CIDRGrace    time.Duration `yaml:"cidrReleaseGrace"`
+	IdentityGC   time.Duration `yaml:"identityGCGrace"`
+	LogLevel     string        `yaml:"logLevel"`
+	LogFormat    string        `yaml:"logFormat"`
+	MetricsAddr  string        `yaml:"metricsAddr"`
+	ShutdownWait time.Duration `yaml:"shutdownWait"`
+}
+
+// Default values, exported so the CLI help and the docs show the same ones.
+const (
+	DefaultGossipPort = 7946
+	DefaultRaftPort   = 7947
+	DefaultAPIPort    = 7948
+	DefaultDataDir    = "/var/lib/fabric"
+	DefaultSocket     = "/run/fabric/fabric.sock"
+)
+
+// DefaultConfig returns a configuration that Validate accepts once the
+// node-specific fields (cluster name and ID, node name, underlay, gossip key)
+// are filled in.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		ClusterName:     "default",
+		ClusterID:       1,
+		NodeName:        host,
+		BootstrapExpect: 1,
+		GossipPort:      DefaultGossipPort,
+		RaftPort:        DefaultRaftPort,
+		APIPort:         DefaultAPIPort,
+		DataDir:         DefaultDataDir,
+		Socket:          DefaultSocket,
+		PodPools:        []string{"10.200.0.0/16", "fd00:200::/104"},
+		NodeMaskV4:      24,
+		NodeMaskV6:      120,
+		CIDRGrace:       5 * time.Minute,
+		IdentityGC:      10 * time.Minute,
+		LogLevel:        "info",
+		LogFormat:       "text",
+		ShutdownWait:    5 * time.Second,
+	}
+}
+
+// LoadFile merges a YAML file into c. Unknown keys are an error, so a typo
+// never silently falls back to a default.
+func (c *Config) LoadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config file: %w", err)
+	}
+	return c.LoadYAML(data)
+}
+
+// LoadYAML merges YAML bytes into c; see LoadFile.
+func (c *Config) LoadYAML(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return fmt.Errorf("config file: %w (keys are camelCase as in `fabric agent --help`'s YAML names)", err)
+	}
+	return nil
+}
+
+var (
+	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+)
+
+// Validate checks every field once, at start. Each error names the field and
+// how to fix it; all problems are reported together.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if !nameRE.MatchString(c.ClusterName) {
+		bad("clusterName", "%q is not a valid name: use 1-63 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit", c.ClusterName)
+	}
+	if c.ClusterID < 1 || c.ClusterID > 65535 {
+		bad("clusterID", "%d is out of range: use 1..65535, unique across every cluster you will mesh", c.ClusterID)
+	}
+	if !nameRE.MatchString(c.NodeName) {
+		bad("nodeName", "%q is not a valid name: use 1-63 lowercase letters, digits, '-' or '.' (defaults to the hostname)", c.NodeName)
+	}
+	if len(c.Underlay) == 0 {
+		bad("underlay", "no underlay address: set --underlay to the node's address on the cluster network")
+	}
+	for _, u := range c.Underlay {
+		a, err := netip.ParseAddr(u)
+		if err != nil {
+			bad("underlay", "%q is not an IP address: use e.g. 10.0.0.11", u)
+			continue
+		}
+		if a.IsUnspecified() || a.IsMulticast() {
+			bad("underlay", "%s cannot be a node address: use the node's unicast address", a)
+		}
+	}
+	if c.BootstrapExpect < 0 || c.BootstrapExpect > 7 {
+		bad("bootstrapExpect", "%d is out of range: use 1, 3 or 5 (the number of servers)", c.BootstrapExpect)
+	} else if c.Server && c.BootstrapExpect%2 == 0 {
+		bad("bootstrapExpect", "%d servers cannot keep a majority through a failure any better than %d: use an odd number (1, 3 or 5)", c.BootstrapExpect, c.BootstrapExpect-1)
+	}
+	if !c.Server && len(c.Join) == 0 {
+		bad("join", "a node that is not a server needs at least one join address: set --join to a server's underlay address")
+	}
+	for _, j := range c.Join {
+		if _, err := netip.ParseAddrPort(j); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddr(j); err != nil {
+			bad("join", "%q is neither an IP nor IP:port: use e.g. 10.0.0.11 or 10.0.0.11:7946", j)
+		}
+	}
+	if len(c.GossipKeys) == 0 {
+		bad("gossipKeys", "no gossip key: generate one with `fabric keygen` and give every node of the cluster the same key")
+	}
+	for i, k := range c.GossipKeys {
+		if _, err := DecodeKey(k); err != nil {
+			bad(fmt.Sprintf("gossipKeys[%d]", i), "%v", err)
+		}
+	}
+	ports := map[string]int{"gossipPort": c.GossipPort, "raftPort": c.RaftPort, "apiPort": c.APIPort}
+	seen := map[int]string{}
+	for _, f := range []string{"gossipPort", "raftPort", "apiPort"} {
+		p := ports[f]
+		if p < 1 || p > 65535 {
+			bad(f, "%d is not a port: use 1..65535", p)
+			continue
+		}
+		if other, dup := seen[p]; dup {
+			bad(f, "%d is also %s: give each listener its own port", p, other)
+		}
+		seen[p] = f
+	}
+	if c.DataDir == "" {
+		bad("dataDir", "empty: set it to a directory that survives reboots, e.g. %s", DefaultDataDir)
+	}
+	if c.Socket == "" {
+		bad("socket", "empty: set it to a unix socket path, e.g. %s", DefaultSocket)
+	} else if len(c.Socket) > 100 {
+		bad("socket", "path is %d bytes; unix socket paths must be under 108: use a shorter path", len(c.Socket))
+	}
+	if len(c.PodPools) == 0 {
+		bad("podPools", "no pod pool: set at least one, e.g. 10.200.0.0/16")
+	}
+	for _, p := range c.PodPools {
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			bad("podPools", "%q is not a CIDR: use e.g. 10.200.0.0/16 or fd00:200::/104", p)
+			continue
+		}
+		if pfx != pfx.Masked() {
+			bad("podPools", "%s has host bits set: use %s", p, pfx.Masked())
+		}
+	}
+	if c.NodeMaskV4 < 8 || c.NodeMaskV4 > 30 {
+		bad("nodeMaskV4", "%d is out of range: use 8..30 (24 gives each node 253 endpoint addresses)", c.NodeMaskV4)
+	}
+	if c.NodeMaskV6 < 64 || c.NodeMaskV6 > 126 {
+		bad("nodeMaskV6", "%d is out of range: use 64..126", c.NodeMaskV6)
+	}
+	if c.CIDRGrace < time.Second {
+		bad("cidrReleaseGrace", "%s is too short: a node briefly unreachable would lose its CIDR; use at least 1s (default 5m)", c.CIDRGrace)
+	}
+	if c.IdentityGC < time.Second {
+		bad("identityGCGrace", "%s is too short: use at least 1s (default 10m)", c.IdentityGC)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("logLevel", "%q is unknown: use debug, info, warn or error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("logFormat", "%q is unknown: use text or json", c.LogFormat)
+	}
+	if c.MetricsAddr != "" {
+		if _, err := netip.ParseAddrPort(c.MetricsAddr); err != nil {
+			bad("metricsAddr", "%q is not IP:port: use e.g. 127.0.0.1:9962, or leave it empty to disable", c.MetricsAddr)
+		}
+	}
+	return errors.Join(errs...)
+}
