@@ -1,0 +1,83 @@
+package lab
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+)
+
+// DefaultDir is where labs keep their state, configs, logs and sockets.
+const DefaultDir = "/var/lib/fabric-lab"
+
+// nameRE keeps names short because they end up inside namespace names and
+// unix socket paths, which have a hard 108-byte limit.
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,11}$`)
+
+// ValidateName reports whether name can name a lab.
+func ValidateName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("--name: %q is not a valid lab name: use 1-12 lowercase letters, digits or '-', starting with a letter or digit (e.g. --name dev)", name)
+	}
+	return nil
+}
+
+// nsPrefix is shared by every namespace of a lab; the sweep in Down relies on
+// it, together with ownsNamespace, to find leftovers after a crash.
+func nsPrefix(lab string) string { return "fl-" + lab + "-" }
+
+func routerNS(lab string) string           { return nsPrefix(lab) + "rt" }
+func switchNS(lab string, c int) string    { return fmt.Sprintf("%sc%dsw", nsPrefix(lab), c) }
+func nodeNS(lab string, c, k int) string   { return fmt.Sprintf("%sc%dn%d", nsPrefix(lab), c, k) }
+func nodeName(c, k int) string             { return fmt.Sprintf("c%d-n%d", c, k) }
+func clusterName(c int) string             { return fmt.Sprintf("c%d", c) }
+func switchMember(c int) string            { return fmt.Sprintf("c%d-sw", c) }
+func routerPort(c int) string              { return fmt.Sprintf("c%d", c) }
+func switchPort(k int) string              { return fmt.Sprintf("n%d", k) }
+func labDir(dir, lab string) string        { return dir + "/" + lab }
+func stateFile(dir, lab string) string     { return labDir(dir, lab) + "/state.json" }
+func nodeDir(dir, lab, node string) string { return labDir(dir, lab) + "/" + node }
+
+// nsSuffixRE matches exactly the suffixes a lab creates. Matching the whole
+// suffix (not just the prefix) keeps lab "ab" from sweeping the namespaces
+// of lab "ab-c", whose names also start with "fl-ab-".
+var nsSuffixRE = regexp.MustCompile(`^(rt|c[0-9]+sw|c[0-9]+n[0-9]+)$`)
+
+// ownsNamespace reports whether the namespace ns was made by lab.
+func ownsNamespace(lab, ns string) bool {
+	rest, ok := strings.CutPrefix(ns, nsPrefix(lab))
+	return ok && nsSuffixRE.MatchString(rest)
+}
+
+// The address plan. Everything lives inside the lab's own namespaces, so the
+// ranges only have to be unique within the lab: cluster c is 10.99.c.0/24 and
+// fd99:c::/64, the router is .1 / ::1 and node k is .(10+k) / ::(10+k) (the
+// IPv6 host part reuses the decimal digits so both families read alike).
+
+func routerAddrs(c int) []netip.Addr {
+	return []netip.Addr{
+		netip.AddrFrom4([4]byte{10, 99, byte(c), 1}),
+		netip.MustParseAddr(fmt.Sprintf("fd99:%d::1", c)),
+	}
+}
+
+func nodeAddrs(c, k int) []netip.Addr {
+	return []netip.Addr{
+		netip.AddrFrom4([4]byte{10, 99, byte(c), byte(10 + k)}),
+		netip.MustParseAddr(fmt.Sprintf("fd99:%d::%d", c, 10+k)),
+	}
+}
+
+// prefixLen is the on-link prefix length of a lab address.
+func prefixLen(a netip.Addr) int {
+	if a.Is4() {
+		return 24
+	}
+	return 64
+}
+
+// podPools gives each cluster its own pod ranges so that meshed clusters never
+// hand out the same address.
+func podPools(c int) []string {
+	return []string{fmt.Sprintf("10.%d.0.0/16", 200+c), fmt.Sprintf("fd00:%d::/104", 200+c)}
+}

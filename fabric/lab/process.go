@@ -1,0 +1,142 @@
+package lab
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// procInfo reads the start time (clock ticks since boot) and the state letter
+// of pid from /proc/PID/stat.
+func procInfo(pid int) (start uint64, st byte, err error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// The command name (field 2) may hold spaces and parentheses; the
+	// fields after the last ')' are plain.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat: no ')'", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	// f[0] is field 3 (state); start time is field 22.
+	if len(f) < 20 {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
+	}
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat start time: %w", pid, err)
+	}
+	return start, f[0][0], nil
+}
+
+func procCmdline(pid int) ([]string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(strings.TrimRight(string(data), "\x00"), "\x00"), nil
+}
+
+// hasArg reports whether pid is alive (not a zombie) and has an argument
+// for which match is true.
+func hasArg(pid int, match func(string) bool) bool {
+	if _, st, err := procInfo(pid); err != nil || st == 'Z' {
+		return false
+	}
+	args, err := procCmdline(pid)
+	if err != nil {
+		return false
+	}
+	for _, a := range args {
+		if match(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// running reports whether n's recorded process is still our agent: same pid,
+// same start time, and its command line names n's config. Any mismatch means
+// the pid was reused by someone else's process.
+func (n *nodeState) running() bool {
+	if n.PID <= 0 {
+		return false
+	}
+	start, _, err := procInfo(n.PID)
+	if err != nil || start != n.StartTime {
+		return false
+	}
+	return hasArg(n.PID, func(a string) bool { return a == n.Config })
+}
+
+// isAgentConfig matches the --config argument of any agent of the lab, which
+// finds agents whose pid never reached the state file.
+func isAgentConfig(labDir string) func(string) bool {
+	return func(a string) bool {
+		return strings.HasPrefix(a, labDir+"/") && filepath.Base(a) == "agent.yaml"
+	}
+}
+
+// strayAgents scans /proc for agents of the lab.
+func strayAgents(labDir string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if hasArg(pid, isAgentConfig(labDir)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// stopAgents ends the lab's agents: SIGTERM, up to grace for them to exit,
+// then SIGKILL. Each signal is sent only after checking that the pid still
+// runs one of our agents.
+func stopAgents(labDir string, pids []int, grace time.Duration) error {
+	ours := isAgentConfig(labDir)
+	signal := func(pids []int, sig syscall.Signal) (alive []int, errs []error) {
+		for _, pid := range pids {
+			if !hasArg(pid, ours) {
+				continue
+			}
+			if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+				errs = append(errs, fmt.Errorf("signal agent %d: %w", pid, err))
+				continue
+			}
+			alive = append(alive, pid)
+		}
+		return alive, errs
+	}
+	alive, errs := signal(pids, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for len(alive) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		var still []int
+		for _, pid := range alive {
+			if hasArg(pid, ours) {
+				still = append(still, pid)
+			}
+		}
+		alive = still
+	}
+	if len(alive) > 0 {
+		_, kerrs := signal(alive, syscall.SIGKILL)
+		errs = append(errs, kerrs...)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,85 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Limits that keep names and addresses inside the plan (10.99.c.(10+k)).
+const (
+	MaxClusters = 16
+	MaxNodes    = 99
+)
+
+// Spec describes a lab to build.
+type Spec struct {
+	// Name is unique per machine; it prefixes every namespace (fl-<name>-).
+	Name string
+	// Clusters (default 1), Nodes per cluster (default 3) and Servers per
+	// cluster (default min(3, Nodes), made odd so Raft keeps a majority).
+	Clusters, Nodes, Servers int
+	// Binary is the fabric binary run as the agent; default os.Executable().
+	Binary string
+	// AgentConfig is merged over the generated agent.yaml of every node (and
+	// wins), e.g. {"cidrReleaseGrace": "3s"} to shorten timers in tests.
+	AgentConfig map[string]any
+	// Timeout bounds the wait for every node to be ready (default 90s).
+	Timeout time.Duration
+	// Dir is the base directory of all labs (default DefaultDir).
+	Dir string
+	// NoAgents builds only the namespaces and links, without agents.
+	NoAgents bool
+}
+
+// WithDefaults returns s with every zero field set to its default.
+func (s Spec) WithDefaults() Spec {
+	if s.Clusters == 0 {
+		s.Clusters = 1
+	}
+	if s.Nodes == 0 {
+		s.Nodes = 3
+	}
+	if s.Servers == 0 {
+		s.Servers = min(3, s.Nodes)
+		if s.Servers%2 == 0 {
+			s.Servers--
+		}
+	}
+	if s.Timeout == 0 {
+		s.Timeout = 90 * time.Second
+	}
+	if s.Dir == "" {
+		s.Dir = DefaultDir
+	}
+	return s
+}
+
+// Validate checks a spec after WithDefaults; each error names the flag and
+// the fix, and all problems are reported together.
+func (s Spec) Validate() error {
+	var errs []error
+	if err := ValidateName(s.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if s.Clusters < 1 || s.Clusters > MaxClusters {
+		errs = append(errs, fmt.Errorf("--clusters: %d is out of range: use 1..%d", s.Clusters, MaxClusters))
+	}
+	if s.Nodes < 1 || s.Nodes > MaxNodes {
+		errs = append(errs, fmt.Errorf("--nodes: %d is out of range: use 1..%d", s.Nodes, MaxNodes))
+	}
+	if s.Servers < 1 || s.Servers > s.Nodes {
+		errs = append(errs, fmt.Errorf("--servers: %d is out of range: use 1..%d (the nodes per cluster)", s.Servers, s.Nodes))
+	} else if s.Servers%2 == 0 {
+		errs = append(errs, fmt.Errorf("--servers: %d cannot keep a Raft majority through a failure any better than %d: use an odd number", s.Servers, s.Servers-1))
+	}
+	if s.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("--timeout: %s is negative: use e.g. 90s", s.Timeout))
+	}
+	// The longest socket path is that of the last node; the kernel limit
+	// is 108 bytes and we keep a margin.
+	if sock := nodeDir(s.Dir, s.Name, nodeName(s.Clusters, s.Nodes)) + "/api.sock"; len(sock) >= 100 {
+		errs = append(errs, fmt.Errorf("--dir: socket path %s is %d bytes, unix sockets need under 100: use a shorter --dir", sock, len(sock)))
+	}
+	return errors.Join(errs...)
+}
