@@ -376,8 +376,8 @@ func (l *Lab) PID(node string) int {
 }
 
 // Kill sends sig to node's agent. It signals only the process the lab
-// started (same pid, start time and config), never a reused pid, and does
-// not wait for it to exit.
+// started (same pid, start time and config), never a reused pid; after
+// SIGKILL it waits for the process to be gone.
 func (l *Lab) Kill(node string, sig syscall.Signal) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -390,6 +390,17 @@ func (l *Lab) Kill(node string, sig syscall.Signal) error {
 	}
 	if err := syscall.Kill(n.PID, sig); err != nil {
 		return fmt.Errorf("signal agent of %s (pid %d): %w", node, n.PID, err)
+	}
+	if sig != syscall.SIGKILL {
+		return nil
+	}
+	// SIGKILL cannot be caught: wait until the process is gone so that a
+	// Start right after it does not find the old agent still there.
+	for deadline := time.Now().Add(5 * time.Second); n.running(); {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("agent of %s (pid %d) still running 5s after SIGKILL", node, n.PID)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
 }
