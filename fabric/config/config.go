@@ -43,11 +43,22 @@ type Config struct {
 	// Socket is the local API's unix socket.
 	Socket string `yaml:"socket"`
 	// PodPools are the cluster's pod address pools (IPv4 and/or IPv6).
-	PodPools     []string      `yaml:"podPools"`
-	NodeMaskV4   int           `yaml:"nodeMaskV4"`
-	NodeMaskV6   int           `yaml:"nodeMaskV6"`
-	CIDRGrace    time.Duration `yaml:"cidrReleaseGrace"`
-	IdentityGC   time.Duration `yaml:"identityGCGrace"`
+	PodPools   []string      `yaml:"podPools"`
+	NodeMaskV4 int           `yaml:"nodeMaskV4"`
+	NodeMaskV6 int           `yaml:"nodeMaskV6"`
+	CIDRGrace  time.Duration `yaml:"cidrReleaseGrace"`
+	IdentityGC time.Duration `yaml:"identityGCGrace"`
+	// DatapathMode is how workload traffic crosses nodes: vxlan, geneve,
+	// native, or none (control plane only). The same in the whole cluster.
+	DatapathMode string `yaml:"datapathMode"`
+	// UnderlayInterface carries the overlay or natively routed traffic.
+	UnderlayInterface string `yaml:"underlayInterface"`
+	// UnderlayMTU is the underlay interface's MTU; workloads get it minus
+	// the encapsulation overhead.
+	UnderlayMTU int `yaml:"underlayMTU"`
+	// BPFPinDir is this node's folder on a bpffs: maps and links pinned
+	// there keep traffic flowing while the agent restarts.
+	BPFPinDir    string        `yaml:"bpfPinDir"`
 	LogLevel     string        `yaml:"logLevel"`
 	LogFormat    string        `yaml:"logFormat"`
 	MetricsAddr  string        `yaml:"metricsAddr"`
@@ -69,23 +80,27 @@ const (
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		ClusterName:     "default",
-		ClusterID:       1,
-		NodeName:        host,
-		BootstrapExpect: 1,
-		GossipPort:      DefaultGossipPort,
-		RaftPort:        DefaultRaftPort,
-		APIPort:         DefaultAPIPort,
-		DataDir:         DefaultDataDir,
-		Socket:          DefaultSocket,
-		PodPools:        []string{"10.200.0.0/16", "fd00:200::/104"},
-		NodeMaskV4:      24,
-		NodeMaskV6:      120,
-		CIDRGrace:       5 * time.Minute,
-		IdentityGC:      10 * time.Minute,
-		LogLevel:        "info",
-		LogFormat:       "text",
-		ShutdownWait:    5 * time.Second,
+		ClusterName:       "default",
+		ClusterID:         1,
+		NodeName:          host,
+		BootstrapExpect:   1,
+		GossipPort:        DefaultGossipPort,
+		RaftPort:          DefaultRaftPort,
+		APIPort:           DefaultAPIPort,
+		DataDir:           DefaultDataDir,
+		Socket:            DefaultSocket,
+		PodPools:          []string{"10.200.0.0/16", "fd00:200::/104"},
+		NodeMaskV4:        24,
+		NodeMaskV6:        120,
+		CIDRGrace:         5 * time.Minute,
+		IdentityGC:        10 * time.Minute,
+		DatapathMode:      "vxlan",
+		UnderlayInterface: "eth0",
+		UnderlayMTU:       1500,
+		BPFPinDir:         "/sys/fs/bpf/fabric",
+		LogLevel:          "info",
+		LogFormat:         "text",
+		ShutdownWait:      5 * time.Second,
 	}
 }
 
@@ -214,6 +229,22 @@ func (c Config) Validate() error {
 	}
 	if c.IdentityGC < time.Second {
 		bad("identityGCGrace", "%s is too short: use at least 1s (default 10m)", c.IdentityGC)
+	}
+	switch c.DatapathMode {
+	case "vxlan", "geneve", "native", "none":
+	default:
+		bad("datapathMode", "%q is unknown: use vxlan, geneve, native or none (control plane only)", c.DatapathMode)
+	}
+	if c.DatapathMode != "none" {
+		if c.UnderlayInterface == "" || len(c.UnderlayInterface) > 15 {
+			bad("underlayInterface", "%q is not an interface name: give the node's underlay interface, e.g. eth0", c.UnderlayInterface)
+		}
+		if c.UnderlayMTU < 1280 || c.UnderlayMTU > 9216 {
+			bad("underlayMTU", "%d is out of range: use the underlay interface's MTU, 1280..9216", c.UnderlayMTU)
+		}
+		if c.BPFPinDir == "" {
+			bad("bpfPinDir", "empty: give a folder on a bpffs, e.g. /sys/fs/bpf/fabric")
+		}
 	}
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":

@@ -23,6 +23,9 @@ type NodeStatus struct {
 	Members   map[string]int `json:"members,omitempty"`
 	StoreRole string         `json:"storeRole,omitempty"`
 	Leader    string         `json:"leader,omitempty"`
+	PodCIDRs  []string       `json:"podCIDRs,omitempty"`
+	// Unhealthy lists the agent's failing health checks.
+	Unhealthy []string `json:"unhealthy,omitempty"`
 	// Error is why the node's API could not be read.
 	Error string `json:"error,omitempty"`
 }
@@ -36,8 +39,8 @@ func (s NodeStatus) MemberSummary() string {
 	return strings.Join(parts, ", ")
 }
 
-// Ready reports whether the node sees size members alive and a store
-// leader, and if not, why.
+// Ready reports whether the node sees size members alive, a store leader
+// and passes its own health checks (pod CIDR allocated), and if not, why.
 func (s NodeStatus) Ready(size int) (bool, string) {
 	switch {
 	case s.Error != "":
@@ -46,6 +49,8 @@ func (s NodeStatus) Ready(size int) (bool, string) {
 		return false, fmt.Sprintf("%d of %d members alive (%s)", s.Members["alive"], size, s.MemberSummary())
 	case s.Leader == "":
 		return false, fmt.Sprintf("no store leader (store role %q)", s.StoreRole)
+	case len(s.Unhealthy) > 0:
+		return false, "unhealthy: " + strings.Join(s.Unhealthy, "; ")
 	}
 	return true, ""
 }
@@ -82,7 +87,12 @@ func (l *Lab) nodeStatus(ctx context.Context, n Node) NodeStatus {
 	for _, m := range st.Members {
 		s.Members[m.State]++
 	}
-	s.StoreRole, s.Leader = st.Store.Role, st.Store.Leader
+	s.StoreRole, s.Leader, s.PodCIDRs = st.Store.Role, st.Store.Leader, st.Node.PodCIDRs
+	for _, name := range slices.Sorted(maps.Keys(st.Health.Checks)) {
+		if v := st.Health.Checks[name]; v != "ok" {
+			s.Unhealthy = append(s.Unhealthy, name+": "+v)
+		}
+	}
 	return s
 }
 
