@@ -12,11 +12,11 @@ import (
 func ParseKey(s string) ([]byte, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return nil, fmt.Errorf("gossip: parse key: key is empty: generate one with `openssl rand -base64 32`")
+		return nil, fmt.Errorf("gossip: parse key: key is empty: generate one with `fabric keygen`")
 	}
 	k, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
-		return nil, fmt.Errorf("gossip: parse key: not standard base64 (%v): generate one with `openssl rand -base64 32`", err)
+		return nil, fmt.Errorf("gossip: parse key: not standard base64 (%v): generate one with `fabric keygen`", err)
 	}
 	if err := checkKey(k); err != nil {
 		return nil, fmt.Errorf("gossip: parse key: %w", err)
@@ -29,7 +29,7 @@ func checkKey(k []byte) error {
 	case 16, 24, 32:
 		return nil
 	}
-	return fmt.Errorf("key is %d bytes: use 16, 24 or 32 bytes (AES-128/192/256), e.g. `openssl rand -base64 32`", len(k))
+	return fmt.Errorf("key is %d bytes: use 16, 24 or 32 bytes (AES-128/192/256), e.g. from `fabric keygen`", len(k))
 }
 
 // InstallKey adds k to the keyring for decryption; the primary key is

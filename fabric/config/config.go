@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/fabric-net/fabric/gossip"
 )
 
 // Config is the whole agent configuration. YAML keys are shown in the tags;
@@ -180,7 +182,7 @@ func (c Config) Validate() error {
 		bad("gossipKeys", "no gossip key: generate one with `fabric keygen` and give every node of the cluster the same key")
 	}
 	for i, k := range c.GossipKeys {
-		if _, err := DecodeKey(k); err != nil {
+		if _, err := gossip.ParseKey(k); err != nil {
 			bad(fmt.Sprintf("gossipKeys[%d]", i), "%v", err)
 		}
 	}

@@ -1,12 +1,13 @@
 package config
 
 import (
-	"encoding/base64"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/fabric-net/fabric/gossip"
 )
 
 // Register defines the agent's flags on fs, bound to c, with c's current
@@ -92,24 +93,11 @@ func Load(parsed *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	return cfg, nil
 }
 
-// DecodeKey decodes a base64 gossip key and checks its length.
-func DecodeKey(s string) ([]byte, error) {
-	k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
-	if err != nil {
-		return nil, fmt.Errorf("not valid base64: generate a key with `fabric keygen`")
-	}
-	switch len(k) {
-	case 16, 24, 32:
-		return k, nil
-	}
-	return nil, fmt.Errorf("key is %d bytes: it must be 16, 24 or 32 bytes (AES-128/192/256); generate one with `fabric keygen`", len(k))
-}
-
 // Keys returns the decoded gossip keys; call after Validate.
 func (c Config) Keys() [][]byte {
 	var out [][]byte
 	for _, s := range c.GossipKeys {
-		if k, err := DecodeKey(s); err == nil {
+		if k, err := gossip.ParseKey(s); err == nil {
 			out = append(out, k)
 		}
 	}

@@ -482,3 +482,54 @@ func TestFollowerRestartCatchesUp(t *testing.T) {
 }
 
 func raftAddr(s *Store) raft.ServerAddress { return raft.ServerAddress(s.RaftAddr()) }
+
+// A dead server keeps its seat until a replacement joins; then the
+// replacement becomes a voter and the dead one is removed, so the cluster
+// is back to its size with every voter alive.
+func TestDeadServerReplacedWhenNewServerJoins(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(10 * time.Second)
+	victim := (leader + 1) % 3
+	victimID := c.servers[victim].cfg.NodeID
+	c.stop(victim)
+	time.Sleep(2 * time.Second) // several autopilot rounds: no replacement yet
+	if !hasServer(t, c.servers[leader], victimID) {
+		t.Fatalf("dead server %s removed before a replacement joined", victimID)
+	}
+	c.servers = append(c.servers, startStore(t, testConfig(t, "s3", 3)))
+	c.gossip()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		leader = c.waitLeader(10 * time.Second)
+		st := c.servers[leader].Status()
+		voters, hasNew, hasDead := 0, false, false
+		for _, sv := range st.Servers {
+			if sv.Voter {
+				voters++
+			}
+			hasNew = hasNew || (sv.ID == "s3" && sv.Voter)
+			hasDead = hasDead || sv.ID == victimID
+		}
+		if hasNew && !hasDead && voters == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("configuration did not converge: %+v", st.Servers)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The replacement serves reads and writes like any voter.
+	if _, err := Put(context.Background(), c.servers[len(c.servers)-1], "after/replace", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func hasServer(t *testing.T, s *Store, id string) bool {
+	t.Helper()
+	for _, sv := range s.Status().Servers {
+		if sv.ID == id {
+			return true
+		}
+	}
+	return false
+}
