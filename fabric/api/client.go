@@ -57,6 +57,21 @@ func (c *Client) CreateEndpoint(ctx context.Context, req EndpointRequest) (Endpo
 	return ep, c.do(ctx, http.MethodPost, "/v1/endpoints", req, &ep)
 }
 
+// AttachEndpoint tells the agent that the endpoint's interface exists, so
+// the datapath starts serving it. Attaching again with the same values is
+// harmless.
+func (c *Client) AttachEndpoint(ctx context.Context, id string, att Attachment) (Endpoint, error) {
+	var ep Endpoint
+	return ep, c.do(ctx, http.MethodPut, "/v1/endpoints/"+url.PathEscape(id)+"/attachment", att, &ep)
+}
+
+// Endpoint returns one endpoint of this node; the error wraps ErrNotFound
+// when the agent does not know it.
+func (c *Client) Endpoint(ctx context.Context, id string) (Endpoint, error) {
+	var ep Endpoint
+	return ep, c.do(ctx, http.MethodGet, "/v1/endpoints/"+url.PathEscape(id), nil, &ep)
+}
+
 // DeleteEndpoint releases a workload's addresses; deleting an unknown
 // endpoint succeeds.
 func (c *Client) DeleteEndpoint(ctx context.Context, id string) error {
@@ -103,8 +118,25 @@ func (c *Client) ChangeKeyring(ctx context.Context, req KeyringRequest) (Keyring
 	return k, c.do(ctx, http.MethodPost, "/v1/gossip/keys", req, &k)
 }
 
-// ErrNotFound is returned for a 404.
+// ErrNotFound is matched (errors.Is) by a 404 answer.
 var ErrNotFound = errors.New("not found")
+
+// StatusError is an error answer of the agent, with its HTTP status so that
+// callers can tell "try again" (503: no store leader) from "wrong request".
+type StatusError struct {
+	Code    int
+	Message string
+}
+
+func (e *StatusError) Error() string { return e.Message }
+
+// Is makes a 404 match ErrNotFound.
+func (e *StatusError) Is(target error) bool {
+	return target == ErrNotFound && e.Code == http.StatusNotFound
+}
+
+// Temporary reports whether the same request may succeed later.
+func (e *StatusError) Temporary() bool { return e.Code == http.StatusServiceUnavailable }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
@@ -134,10 +166,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode >= 300 {
 		var e Error
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			if resp.StatusCode == http.StatusNotFound {
-				return fmt.Errorf("%w: %s", ErrNotFound, e.Error)
-			}
-			return errors.New(e.Error)
+			return &StatusError{Code: resp.StatusCode, Message: e.Error}
 		}
 		return fmt.Errorf("agent API %s %s: %s", method, path, resp.Status)
 	}

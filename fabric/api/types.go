@@ -7,13 +7,24 @@ import "time"
 
 // Status is what `fabric status` shows.
 type Status struct {
-	Node       NodeInfo     `json:"node"`
-	Members    []Member     `json:"members"`
-	Store      StoreStatus  `json:"store"`
-	NodeCIDRs  []NodeCIDRs  `json:"nodeCIDRs"`
-	Identities int          `json:"identities"`
-	Endpoints  int          `json:"endpoints"`
-	Health     HealthStatus `json:"health"`
+	Node       NodeInfo       `json:"node"`
+	Members    []Member       `json:"members"`
+	Store      StoreStatus    `json:"store"`
+	NodeCIDRs  []NodeCIDRs    `json:"nodeCIDRs"`
+	Identities int            `json:"identities"`
+	Endpoints  int            `json:"endpoints"`
+	Datapath   DatapathStatus `json:"datapath"`
+	Health     HealthStatus   `json:"health"`
+}
+
+// DatapathStatus is what the node's datapath was last given.
+type DatapathStatus struct {
+	Mode      string    `json:"mode"`
+	MTU       int       `json:"mtu"`
+	Endpoints int       `json:"endpoints"`
+	IPCache   int       `json:"ipcache"`
+	LastApply time.Time `json:"lastApply"`
+	Error     string    `json:"error,omitempty"`
 }
 
 // NodeInfo describes the local node.
@@ -80,17 +91,41 @@ type EndpointRequest struct {
 	ID string `json:"id"`
 	// Labels in the form "k=v,k2=v2".
 	Labels string `json:"labels"`
+	// ContainerID, Netns and IfName are what the runtime gave the CNI
+	// plugin; they are recorded for CHECK and for operators.
+	ContainerID string `json:"containerID,omitempty"`
+	Netns       string `json:"netns,omitempty"`
+	IfName      string `json:"ifName,omitempty"`
 }
 
 // Endpoint is a workload attachment with its addresses and identity.
 type Endpoint struct {
-	ID       string    `json:"id"`
-	Node     string    `json:"node"`
-	IPs      []string  `json:"ips"`
-	Gateways []string  `json:"gateways,omitempty"`
-	Identity uint32    `json:"identity"`
-	Labels   string    `json:"labels"`
-	Created  time.Time `json:"created"`
+	ID          string    `json:"id"`
+	Node        string    `json:"node"`
+	IPs         []string  `json:"ips"`
+	Gateways    []string  `json:"gateways,omitempty"`
+	Identity    uint32    `json:"identity"`
+	Labels      string    `json:"labels"`
+	Created     time.Time `json:"created"`
+	ContainerID string    `json:"containerID,omitempty"`
+	Netns       string    `json:"netns,omitempty"`
+	IfName      string    `json:"ifName,omitempty"`
+	// MTU is the MTU the workload's interface must have in the cluster's
+	// datapath mode (the underlay's minus the encapsulation overhead).
+	MTU int `json:"mtu,omitempty"`
+	// Attachment is set once the CNI plugin has created the interface and
+	// the datapath serves it.
+	Attachment *Attachment `json:"attachment,omitempty"`
+}
+
+// Attachment describes the host side of a workload's interface, reported
+// by the CNI plugin after it created the veth pair.
+type Attachment struct {
+	HostIfName    string `json:"hostIfName"`
+	HostIfIndex   int    `json:"hostIfIndex"`
+	HostMAC       string `json:"hostMAC"`
+	WorkloadMAC   string `json:"workloadMAC"`
+	WorkloadIndex int    `json:"workloadIfIndex,omitempty"`
 }
 
 // KV is one store key as the debugging endpoints show it.

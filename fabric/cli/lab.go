@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +27,8 @@ func newLabCmd() *cobra.Command {
 			"Kubernetes), runs a real agent in each node, and removes all of it again. It needs root and\n" +
 			"iproute2, and never changes the machine's own network namespace.",
 	}
-	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabStatusCmd(), newLabListCmd(), newLabExecCmd())
+	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabStatusCmd(), newLabListCmd(), newLabExecCmd(),
+		newLabWorkloadCmd(), newLabCheckCmd(), newLabProbeServeCmd(), newLabProbeCmd())
 	return cmd
 }
 
@@ -57,11 +59,21 @@ func newLabUpCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Build a lab and wait until every agent is ready",
+		Long: "Build a lab, start an agent in every node, wait until every agent is ready, then attach\n" +
+			"--workloads workloads to every node through the CNI plugin (`fabric cni`). Workload i of node\n" +
+			"c<c>-n<k> is called c<c>-n<k>-w<i>, lives in namespace fl-<lab>-c<c>n<k>w<i> and has the labels\n" +
+			"app=w<i>,node=c<c>-n<k>. With --mode none the agents run no datapath and there are no workloads.",
 		Example: "  fabric lab up --name dev\n" +
-			"  fabric lab up --name mc --clusters 2 --nodes 3",
+			"  fabric lab up --name mc --clusters 2 --nodes 3 --mode geneve\n" +
+			"  fabric lab up --name cp --mode none",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			spec.Name, spec.Dir = f.name, f.dir
+			// Workloads need a datapath and agents; only an explicit
+			// --workloads makes that an error.
+			if !cmd.Flags().Changed("workloads") && (spec.Mode == "none" || spec.NoAgents) {
+				spec.Workloads = 0
+			}
 			// Ctrl-C stops the wait, not the lab: it stays for `down`.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -85,6 +97,8 @@ func newLabUpCmd() *cobra.Command {
 	cmd.Flags().StringVar(&spec.Binary, "binary", "", "fabric binary the agents run (default this one)")
 	cmd.Flags().DurationVar(&spec.Timeout, "timeout", 90*time.Second, "how long to wait for the agents to be ready")
 	cmd.Flags().BoolVar(&spec.NoAgents, "no-agents", false, "build only the namespaces and links")
+	cmd.Flags().StringVar(&spec.Mode, "mode", "vxlan", "datapath mode of the agents: "+strings.Join(lab.Modes, ", ")+" (none: control plane only)")
+	cmd.Flags().IntVar(&spec.Workloads, "workloads", 2, "workloads per node, attached through the CNI plugin")
 	return cmd
 }
 
@@ -102,7 +116,29 @@ func labPrintSummary(w io.Writer, l *lab.Lab, sts []lab.NodeStatus) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.Node, s.Underlay, labRole(s.Server), labOr(s.StoreRole, "-"), labOr(s.Leader, "-"))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nrun commands in a node with `fabric lab exec --name %s c1-n1 -- fabric status`;\nremove the lab with `fabric lab down --name %s`\n", l.Name(), l.Name())
+	if ws := l.Workloads(); len(ws) > 0 {
+		fmt.Fprintln(w)
+		labPrintWorkloads(w, ws)
+		fmt.Fprintf(w, "\ncheck connectivity with `fabric lab check --name %s`;", l.Name())
+	}
+	fmt.Fprintf(w, "\nrun commands in a node or workload with `fabric lab exec --name %s c1-n1 -- fabric status`;\nremove the lab with `fabric lab down --name %s`\n", l.Name(), l.Name())
+}
+
+func labPrintWorkloads(w io.Writer, ws []lab.Workload) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKLOAD\tNODE\tNAMESPACE\tIPS\tLABELS\tPROBE")
+	for _, wl := range ws {
+		var ips []string
+		for _, a := range wl.IPs {
+			ips = append(ips, a.String())
+		}
+		probe := "down"
+		if wl.ProbePID != 0 {
+			probe = fmt.Sprint(wl.ProbePID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", wl.Name, wl.Node, wl.Namespace, labOr(strings.Join(ips, ","), "-"), labOr(wl.Labels, "-"), probe)
+	}
+	tw.Flush()
 }
 
 func labRole(server bool) string {
@@ -143,17 +179,20 @@ func newLabStatusCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show each node of a lab: its agent, the members it sees and the store",
+		Short: "Show each node of a lab (its agent, the members it sees, the store) and its workloads",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			l, err := f.load()
 			if err != nil {
 				return err
 			}
-			sts := l.Status(cmd.Context())
+			sts, ws := l.Status(cmd.Context()), l.Workloads()
 			switch output {
 			case "json":
-				return printJSON(cmd.OutOrStdout(), sts)
+				return printJSON(cmd.OutOrStdout(), struct {
+					Nodes     []lab.NodeStatus `json:"nodes"`
+					Workloads []lab.Workload   `json:"workloads"`
+				}{sts, ws})
 			case "table", "":
 			default:
 				return fmt.Errorf("-o %q is unknown: use table or json", output)
@@ -168,7 +207,14 @@ func newLabStatusCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Node, s.Namespace, s.Underlay, labRole(s.Server), pid,
 					labOr(s.MemberSummary(), "-"), labOr(s.StoreRole, "-"), labOr(s.Leader, "-"), s.Error)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(ws) > 0 {
+				fmt.Fprintln(cmd.OutOrStdout())
+				labPrintWorkloads(cmd.OutOrStdout(), ws)
+			}
+			return nil
 		},
 	}
 	f.register(cmd)
@@ -222,11 +268,12 @@ func newLabExecCmd() *cobra.Command {
 	var f labFlags
 	cmd := &cobra.Command{
 		Use:   "exec --name NAME MEMBER [--] COMMAND [ARG...]",
-		Short: "Run a command inside a lab node (or the router)",
-		Long: "Run a command inside the network namespace of a lab member: a node (c1-n1), the router\n" +
-			"(router) or a cluster's switch (c1-sw). Standard input and output pass through, the exit\n" +
-			"code is the command's, and FABRIC_SOCKET points at the node's agent.",
+		Short: "Run a command inside a lab node, workload or the router",
+		Long: "Run a command inside the network namespace of a lab member: a node (c1-n1), a workload\n" +
+			"(c1-n1-w1), the router (router) or a cluster's switch (c1-sw). Standard input and output pass\n" +
+			"through, the exit code is the command's, and in a node FABRIC_SOCKET points at its agent.",
 		Example: "  fabric lab exec --name dev c1-n1 -- fabric status\n" +
+			"  fabric lab exec --name dev c1-n1-w1 -- ping -c1 10.201.2.2\n" +
 			"  fabric lab exec --name dev router -- ip route",
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -271,5 +318,225 @@ func newLabExecCmd() *cobra.Command {
 	f.register(cmd)
 	// Flags after MEMBER belong to the command, so `--` is optional.
 	cmd.Flags().SetInterspersed(false)
+	return cmd
+}
+
+func newLabWorkloadCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "workload",
+		Short: "Add, remove and list a lab's workloads",
+		Long: "A workload is a network namespace attached to a node by the CNI plugin (`fabric cni`, run\n" +
+			"inside the node's namespace and talking to its agent), with a probe server inside it that\n" +
+			"`fabric lab check` sends traffic to.",
+	}
+	cmd.AddCommand(newLabWorkloadAddCmd(), newLabWorkloadDelCmd(), newLabWorkloadListCmd())
+	return cmd
+}
+
+func newLabWorkloadAddCmd() *cobra.Command {
+	var (
+		f            labFlags
+		node, labels string
+	)
+	cmd := &cobra.Command{
+		Use:   "add --name NAME --node NODE [--labels k=v,...] [WORKLOAD]",
+		Short: "Attach a new workload to a node through the CNI plugin",
+		Long: "Attach a new workload to a node through the CNI plugin. Without WORKLOAD it is called\n" +
+			"c<c>-n<k>-w<i> after the first free index on the node; its labels are exactly --labels.",
+		Example: "  fabric lab workload add --name dev --node c1-n2 --labels app=web web-1",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := f.load()
+			if err != nil {
+				return err
+			}
+			l.SetLog(cmd.ErrOrStderr())
+			name := ""
+			if len(args) == 1 {
+				name = args[0]
+			}
+			w, err := l.AddWorkload(cmd.Context(), node, name, labels)
+			if err != nil {
+				return err
+			}
+			labPrintWorkloads(cmd.OutOrStdout(), []lab.Workload{w})
+			return nil
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVar(&node, "node", "", "node to attach the workload to, e.g. c1-n2 (required)")
+	cmd.Flags().StringVar(&labels, "labels", "", "the workload's labels: k=v,k2=v2")
+	_ = cmd.MarkFlagRequired("node")
+	return cmd
+}
+
+func newLabWorkloadDelCmd() *cobra.Command {
+	var f labFlags
+	cmd := &cobra.Command{
+		Use:     "del --name NAME WORKLOAD",
+		Short:   "Detach a workload (CNI DEL) and delete its namespace",
+		Example: "  fabric lab workload del --name dev web-1",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := f.load()
+			if err != nil {
+				return err
+			}
+			return l.DelWorkload(cmd.Context(), args[0])
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newLabWorkloadListCmd() *cobra.Command {
+	var (
+		f      labFlags
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "list --name NAME",
+		Short: "List a lab's workloads",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := f.load()
+			if err != nil {
+				return err
+			}
+			switch output {
+			case "json":
+				return printJSON(cmd.OutOrStdout(), l.Workloads())
+			case "table", "":
+				labPrintWorkloads(cmd.OutOrStdout(), l.Workloads())
+				return nil
+			}
+			return fmt.Errorf("-o %q is unknown: use table or json", output)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func newLabCheckCmd() *cobra.Command {
+	var (
+		f      labFlags
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "check --name NAME",
+		Short: "Check a lab: its clusters, and traffic between its workloads",
+		Long: "Check a lab. Per cluster: every node sees every member alive, all agree on one store\n" +
+			"leader, every node has pod CIDRs and no two share one, and with workloads there are\n" +
+			"identities. Then, from inside every workload, ICMP (ping), TCP and UDP to every other workload\n" +
+			"of the same cluster, over IPv4 and IPv6. Traffic between clusters is not checked yet (no mesh).\n" +
+			"The exit status is 1 when anything failed.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "json" && output != "table" && output != "" {
+				return fmt.Errorf("-o %q is unknown: use table or json", output)
+			}
+			l, err := f.load()
+			if err != nil {
+				return err
+			}
+			r, err := l.Check(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				err = printJSON(cmd.OutOrStdout(), r)
+			} else {
+				err = r.WriteText(cmd.OutOrStdout())
+			}
+			if err != nil {
+				return err
+			}
+			if !r.OK() {
+				return &exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+// newLabProbeServeCmd is the probe server the lab runs in every workload.
+func newLabProbeServeCmd() *cobra.Command {
+	var (
+		tcp, udp  int
+		readyFile string
+	)
+	cmd := &cobra.Command{
+		Use:    "probe-serve --tcp PORT --udp PORT [--ready-file PATH]",
+		Short:  "Echo probes on TCP and UDP (run by the lab inside each workload)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return lab.ServeProbe(ctx, tcp, udp, readyFile)
+		},
+	}
+	cmd.Flags().IntVar(&tcp, "tcp", lab.ProbePort, "TCP port (0: none)")
+	cmd.Flags().IntVar(&udp, "udp", lab.ProbePort, "UDP port (0: none)")
+	cmd.Flags().StringVar(&readyFile, "ready-file", "", "file to create once listening")
+	return cmd
+}
+
+// newLabProbeCmd sends probes to probe servers; the check runs it inside
+// the source workload.
+func newLabProbeCmd() *cobra.Command {
+	var (
+		tcp, udp []string
+		timeout  time.Duration
+		output   string
+	)
+	cmd := &cobra.Command{
+		Use:   "probe (--tcp ADDR:PORT | --udp ADDR:PORT)... [--timeout 1s] [-o json]",
+		Short: "Send a nonce to probe servers and wait for it to come back",
+		Long: "Send a nonce to each probe server and wait for it to come back; all at once. Prints one\n" +
+			"line per probe (JSON lines with -o json); the exit status is 1 when any probe failed.",
+		Example: "  fabric lab exec --name dev c1-n1-w1 -- fabric lab probe --tcp 10.201.2.2:7777 --udp [fd00:201::2]:7777",
+		Hidden:  true,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var targets []lab.ProbeTarget
+			for _, a := range tcp {
+				targets = append(targets, lab.ProbeTarget{Proto: "tcp", Addr: a})
+			}
+			for _, a := range udp {
+				targets = append(targets, lab.ProbeTarget{Proto: "udp", Addr: a})
+			}
+			if len(targets) == 0 {
+				return errors.New("nothing to probe: give --tcp ADDR:PORT or --udp ADDR:PORT")
+			}
+			failed := false
+			for _, o := range lab.ProbeAll(cmd.Context(), targets, timeout) {
+				failed = failed || !o.OK
+				if output == "json" {
+					if err := json.NewEncoder(cmd.OutOrStdout()).Encode(o); err != nil {
+						return err
+					}
+					continue
+				}
+				if o.OK {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %s ok %s\n", o.Proto, o.Addr, o.Latency.Round(time.Microsecond))
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %s FAIL %s\n", o.Proto, o.Addr, o.Error)
+				}
+			}
+			if failed {
+				return &exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVar(&tcp, "tcp", nil, "TCP probe server ADDR:PORT (repeatable)")
+	cmd.Flags().StringArrayVar(&udp, "udp", nil, "UDP probe server ADDR:PORT (repeatable)")
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Second, "how long to wait for each echo")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (one object per line)")
 	return cmd
 }

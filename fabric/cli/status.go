@@ -66,7 +66,17 @@ func printStatus(out io.Writer, st api.Status) {
 	if s.Error != "" {
 		fmt.Fprintf(out, "            %s\n", s.Error)
 	}
-	fmt.Fprintf(out, "Identities: %d   Endpoints: %d\n\n", st.Identities, st.Endpoints)
+	fmt.Fprintf(out, "Identities: %d   Endpoints: %d\n", st.Identities, st.Endpoints)
+	dp := st.Datapath
+	if dp.Mode == "none" || dp.Mode == "" {
+		fmt.Fprintf(out, "Datapath:   none (control plane only)\n\n")
+	} else {
+		fmt.Fprintf(out, "Datapath:   %s, workload MTU %d, %d local endpoints, %d ipcache entries\n", dp.Mode, dp.MTU, dp.Endpoints, dp.IPCache)
+		if dp.Error != "" {
+			fmt.Fprintf(out, "            last apply failed: %s\n", dp.Error)
+		}
+		fmt.Fprintln(out)
+	}
 
 	cidrs := map[string]string{}
 	for _, nc := range st.NodeCIDRs {
