@@ -1,0 +1,16 @@
+//go:build !linux
+
+package tunnel
+
+import (
+	"errors"
+	"runtime"
+)
+
+var errNoOverlay = errors.New("overlay devices need Linux; this is " + runtime.GOOS)
+
+// EnsureVXLAN needs Linux.
+func EnsureVXLAN(name string, port int, mtu int) (int, error) { return 0, errNoOverlay }
+
+// RemoveVXLAN needs Linux.
+func RemoveVXLAN(name string) error { return errNoOverlay }
