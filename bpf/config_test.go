@@ -1,0 +1,128 @@
+package bpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func validConfig() Config {
+	c := DefaultConfig()
+	c.UnderlayIPv4 = netip.MustParseAddr("10.77.0.1")
+	return c
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := validConfig().Validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	cases := map[string]struct {
+		mutate func(*Config)
+		want   string
+	}{
+		"relative pin dir": {func(c *Config) { c.PinDir = "fabric" }, "pin dir"},
+		"bad mode":         {func(c *Config) { c.Mode = "gre" }, "mode \"gre\""},
+		"no underlay":      {func(c *Config) { c.UnderlayIfName = "" }, "underlay interface"},
+		"v6 as v4":         {func(c *Config) { c.UnderlayIPv4 = netip.MustParseAddr("fd77::1") }, "not an IPv4"},
+		"v4 as v6":         {func(c *Config) { c.UnderlayIPv6 = netip.MustParseAddr("10.0.0.1") }, "not an IPv6"},
+		"no vxlan dev":     {func(c *Config) { c.VXLANIfName = "" }, "VXLAN device"},
+		"geneve port":      {func(c *Config) { c.GenevePort = 70000 }, "geneve port"},
+	}
+	for name, c := range cases {
+		cfg := validConfig()
+		c.mutate(&cfg)
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: Validate() = %v; want an error mentioning %q", name, err, c.want)
+		}
+	}
+	// Geneve and native modes need no VXLAN device.
+	cfg := validConfig()
+	cfg.Mode, cfg.VXLANIfName = ModeNative, ""
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("native without vxlan device: %v", err)
+	}
+}
+
+func TestKeyEncodings(t *testing.T) {
+	// Sizes are those of the C structs (include/common.h).
+	for _, c := range []struct {
+		v    any
+		size int
+	}{{endpointKey{}, 20}, {endpointInfo{}, 24}, {ipcacheKey{}, 24}, {remoteInfo{}, 24}, {seenKey{}, 8}} {
+		if got := binary.Size(c.v); got != c.size {
+			t.Errorf("%T is %d bytes; want %d", c.v, got, c.size)
+		}
+	}
+
+	k := endpointKeyOf(netip.MustParseAddr("10.210.1.10"))
+	if k.Family != familyV4 || k.Addr != [16]byte{10, 210, 1, 10} {
+		t.Errorf("endpoint key of 10.210.1.10 = %+v", k)
+	}
+	if k2 := endpointKeyOf(netip.MustParseAddr("::ffff:10.210.1.10")); k2 != k {
+		t.Errorf("IPv4-mapped address keyed differently: %+v", k2)
+	}
+	k6 := endpointKeyOf(netip.MustParseAddr("fd00:210:1::10"))
+	if k6.Family != familyV6 || k6.Addr != netip.MustParseAddr("fd00:210:1::10").As16() {
+		t.Errorf("endpoint key of fd00:210:1::10 = %+v", k6)
+	}
+
+	p := ipcacheKeyOf(netip.MustParsePrefix("10.210.2.77/24"))
+	if p.Prefixlen != 32+24 || p.Family != familyV4 || p.Addr != [16]byte{10, 210, 2, 0} {
+		t.Errorf("ipcache key of 10.210.2.77/24 = %+v (want masked, prefixlen 56)", p)
+	}
+	if pm := ipcacheKeyOf(netip.MustParsePrefix("::ffff:10.210.2.0/120")); pm != p {
+		t.Errorf("IPv4-mapped prefix keyed as %+v; want %+v", pm, p)
+	}
+	p6 := ipcacheKeyOf(netip.MustParsePrefix("fd00:210:2::5/128"))
+	if p6.Prefixlen != 32+128 || p6.Family != familyV6 {
+		t.Errorf("ipcache key of a /128 = %+v", p6)
+	}
+
+	r := remoteInfoOf(IPCacheEntry{Identity: 7, Node: netip.MustParseAddr("10.77.0.2")})
+	if r.Identity != 7 || r.NodeFamily != familyV4 || r.Node != [16]byte{10, 77, 0, 2} {
+		t.Errorf("remote info = %+v", r)
+	}
+	if r := remoteInfoOf(IPCacheEntry{Identity: 7}); r.NodeFamily != 0 {
+		t.Errorf("entry without node has node family %d", r.NodeFamily)
+	}
+}
+
+func TestCompileState(t *testing.T) {
+	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	hmac := net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	ep := Endpoint{IPs: []netip.Addr{netip.MustParseAddr("10.210.1.10"), netip.MustParseAddr("fd00:210:1::10")},
+		HostIfIndex: 5, MAC: mac, HostMAC: hmac, Identity: 1000}
+	d, err := compile(State{
+		Endpoints: []Endpoint{ep},
+		IPCache:   []IPCacheEntry{{Prefix: netip.MustParsePrefix("10.210.2.0/24"), Node: netip.MustParseAddr("10.77.0.2")}},
+	}, ModeVXLAN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.endpoints) != 2 || len(d.devices) != 1 || len(d.ipcache) != 1 {
+		t.Errorf("compiled %d endpoints, %d devices, %d ipcache entries; want 2, 1, 1", len(d.endpoints), len(d.devices), len(d.ipcache))
+	}
+
+	big := ep
+	big.Identity = 1 << 24
+	if _, err := compile(State{Endpoints: []Endpoint{big}}, ModeGeneve); !errors.Is(err, ErrNotSupported) {
+		t.Errorf("identity beyond the VNI in geneve mode: %v; want ErrNotSupported", err)
+	}
+	if _, err := compile(State{Endpoints: []Endpoint{big}}, ModeNative); err != nil {
+		t.Errorf("identity beyond the VNI in native mode: %v", err)
+	}
+	if _, err := compile(State{Endpoints: []Endpoint{ep, ep}}, ModeVXLAN); err == nil {
+		t.Error("the same IP on two endpoints was accepted")
+	}
+	v6node := []IPCacheEntry{{Prefix: netip.MustParsePrefix("fd00:210:2::/64"), Node: netip.MustParseAddr("fd77::2")}}
+	if _, err := compile(State{IPCache: v6node}, ModeVXLAN); err == nil {
+		t.Error("an IPv6 tunnel endpoint was accepted in vxlan mode")
+	}
+	if _, err := compile(State{IPCache: v6node}, ModeNative); err != nil {
+		t.Errorf("an IPv6 nexthop in native mode: %v", err)
+	}
+}

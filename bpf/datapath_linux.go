@@ -1,0 +1,504 @@
+//go:build linux
+
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Pins under Config.PinDir: maps by their C name, links under linksDir.
+const (
+	linksDir     = "links"
+	underlayPin  = "underlay"
+	overlayPin   = "overlay"
+	lxcPinPrefix = "lxc_" // + host ifindex
+)
+
+// Datapath is a node's loaded eBPF datapath. Its methods may be called from
+// several goroutines; Open and Apply must run on an OS thread inside the
+// node's network namespace, since interfaces are resolved and attached there.
+type Datapath struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	lxc      lxcObjects
+	overlay  *overlayObjects // VXLAN mode only
+	underlay underlayObjects
+	links    map[string]link.Link // by pin name
+	closed   bool
+}
+
+// Open loads the programs for cfg, reusing the maps pinned in cfg.PinDir (so
+// their content survives a restart), and attaches the underlay program (and
+// the overlay program in VXLAN mode). Links pinned by an earlier Open, the
+// per-endpoint ones included, get the new programs atomically: a restart
+// drops no packet. Links of another mode's devices are removed.
+func Open(cfg Config) (*Datapath, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkBPFFS(cfg.PinDir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.PinDir, linksDir), 0o700); err != nil {
+		return nil, fmt.Errorf("make pin dir: %w", err)
+	}
+	underlayIf, err := net.InterfaceByName(cfg.UnderlayIfName)
+	if err != nil {
+		return nil, fmt.Errorf("underlay interface %s: %w", cfg.UnderlayIfName, err)
+	}
+	vxlanIndex := 0
+	if cfg.Mode == ModeVXLAN {
+		vx, err := net.InterfaceByName(cfg.VXLANIfName)
+		if err != nil {
+			return nil, fmt.Errorf("vxlan device %s (create it with tunnel.EnsureVXLAN first): %w", cfg.VXLANIfName, err)
+		}
+		vxlanIndex = vx.Index
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	d := &Datapath{cfg: cfg, log: log, links: make(map[string]link.Link)}
+
+	consts := constants(cfg, underlayIf.Index, vxlanIndex)
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}}
+	if err := load(loadLxc, consts, &d.lxc, opts); err != nil {
+		return nil, err
+	}
+	if err := load(loadUnderlay, consts, &d.underlay, opts); err != nil {
+		d.closeObjects()
+		return nil, err
+	}
+	if cfg.Mode == ModeVXLAN {
+		d.overlay = new(overlayObjects)
+		if err := load(loadOverlay, consts, d.overlay, opts); err != nil {
+			d.overlay = nil
+			d.closeObjects()
+			return nil, err
+		}
+	}
+
+	fail := func(err error) (*Datapath, error) {
+		d.closeLinks()
+		d.closeObjects()
+		return nil, err
+	}
+	if err := d.attach(underlayPin, underlayIf.Index, d.underlay.UnderlayIngress); err != nil {
+		return fail(err)
+	}
+	if d.overlay != nil {
+		if err := d.attach(overlayPin, vxlanIndex, d.overlay.OverlayIngress); err != nil {
+			return fail(err)
+		}
+	} else if err := d.removePinnedLink(overlayPin); err != nil {
+		return fail(err)
+	}
+	// Endpoint links from an earlier run keep forwarding with the old
+	// program until they are updated here; Apply removes those whose
+	// endpoint is gone.
+	pins, err := d.pinnedLinks()
+	if err != nil {
+		return fail(err)
+	}
+	for _, name := range pins {
+		ifindex, ok := lxcIfindex(name)
+		if !ok {
+			continue
+		}
+		if err := d.attach(name, ifindex, d.lxc.LxcIngress); err != nil {
+			return fail(err)
+		}
+	}
+	log.Info("datapath opened", "mode", cfg.Mode, "pin_dir", cfg.PinDir,
+		"underlay", cfg.UnderlayIfName, "endpoint_links", len(d.links)-1-btoi(d.overlay != nil))
+	return d, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// constants are the load-time settings of every program (include/common.h).
+func constants(cfg Config, underlayIndex, vxlanIndex int) map[string]any {
+	mode := map[Mode]uint32{ModeVXLAN: 1, ModeGeneve: 2, ModeNative: 3}[cfg.Mode]
+	var v6 [16]byte
+	if cfg.UnderlayIPv6.IsValid() {
+		v6 = cfg.UnderlayIPv6.As16()
+	}
+	return map[string]any{
+		"cfg_mode":             mode,
+		"cfg_underlay_ifindex": uint32(underlayIndex),
+		"cfg_vxlan_ifindex":    uint32(vxlanIndex),
+		"cfg_node_ipv4":        cfg.UnderlayIPv4.As4(), // network order, as the C side compares it
+		"cfg_node_ipv6":        v6,
+		"cfg_geneve_port":      uint16(cfg.GenevePort),
+	}
+}
+
+func load(spec func() (*ebpf.CollectionSpec, error), consts map[string]any, objs any, opts *ebpf.CollectionOptions) error {
+	cs, err := spec()
+	if err != nil {
+		return fmt.Errorf("load embedded object: %w", err)
+	}
+	for name, v := range consts {
+		vs, ok := cs.Variables[name]
+		if !ok {
+			continue // a program that does not read this setting
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	if err := cs.LoadAndAssign(objs, opts); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return fmt.Errorf("load programs: %+v", verr)
+		}
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return fmt.Errorf("load programs: a map pinned by an older version differs (remove the pins with Destroy): %w", err)
+		}
+		return fmt.Errorf("load programs: %w", err)
+	}
+	return nil
+}
+
+// checkBPFFS makes sure dir (or the folder it will be created in) is on a
+// bpffs mount: pinning anywhere else fails with a less helpful error.
+func checkBPFFS(dir string) error {
+	for p := dir; ; p = filepath.Dir(p) {
+		var st unix.Statfs_t
+		err := unix.Statfs(p, &st)
+		if errors.Is(err, os.ErrNotExist) && p != "/" {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("stat pin dir %s: %w", p, err)
+		}
+		if st.Type != unix.BPF_FS_MAGIC {
+			return fmt.Errorf("pin dir %s is not on a bpffs mount (mount -t bpf bpf /sys/fs/bpf): %w", dir, ErrNotSupported)
+		}
+		return nil
+	}
+}
+
+// attach makes the pinned TCX ingress link name run prog on ifindex: an
+// existing pinned link is updated in place (atomic for traffic), a missing
+// or defunct one (its device gone) is replaced by a new link.
+func (d *Datapath) attach(name string, ifindex int, prog *ebpf.Program) error {
+	path := filepath.Join(d.cfg.PinDir, linksDir, name)
+	if l, ok := d.links[name]; ok {
+		return l.Update(prog)
+	}
+	if l, err := link.LoadPinnedLink(path, nil); err == nil {
+		info, ierr := l.Info()
+		if ierr == nil && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex {
+			if err := l.Update(prog); err != nil {
+				l.Close()
+				return fmt.Errorf("update program of link %s: %w", name, err)
+			}
+			d.links[name] = l
+			return nil
+		}
+		// Defunct (device deleted) or attached elsewhere: start afresh.
+		_ = l.Unpin()
+		l.Close()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("load pinned link %s: %w", name, err)
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("attach tcx ingress to ifindex %d: TCX needs Linux 6.6: %w", ifindex, ErrNotSupported)
+		}
+		return fmt.Errorf("attach tcx ingress to ifindex %d: %w", ifindex, err)
+	}
+	if err := l.Pin(path); err != nil {
+		l.Close()
+		return fmt.Errorf("pin link %s: %w", name, err)
+	}
+	d.links[name] = l
+	return nil
+}
+
+// detach unpins and closes link name, which detaches it.
+func (d *Datapath) detach(name string) error {
+	l, ok := d.links[name]
+	if !ok {
+		return d.removePinnedLink(name)
+	}
+	delete(d.links, name)
+	if err := l.Unpin(); err != nil {
+		l.Close()
+		return fmt.Errorf("unpin link %s: %w", name, err)
+	}
+	return l.Close()
+}
+
+// removePinnedLink detaches a link that only exists as a pin.
+func (d *Datapath) removePinnedLink(name string) error {
+	path := filepath.Join(d.cfg.PinDir, linksDir, name)
+	l, err := link.LoadPinnedLink(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		// Not a link we can load (corrupt): the pin itself is all there is.
+		if rerr := os.Remove(path); rerr != nil {
+			return fmt.Errorf("remove pin %s: %w", name, err)
+		}
+		return nil
+	}
+	defer l.Close()
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("unpin link %s: %w", name, err)
+	}
+	return nil
+}
+
+func (d *Datapath) pinnedLinks() ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(d.cfg.PinDir, linksDir))
+	if err != nil {
+		return nil, fmt.Errorf("list pinned links: %w", err)
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names, nil
+}
+
+func lxcPin(ifindex uint32) string { return lxcPinPrefix + strconv.FormatUint(uint64(ifindex), 10) }
+
+func lxcIfindex(name string) (int, bool) {
+	s, ok := strings.CutPrefix(name, lxcPinPrefix)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(s)
+	return n, err == nil && n > 0
+}
+
+// Apply makes the datapath serve exactly st: the maps get st's entries and
+// lose every other, each endpoint's host veth gets the lxc program (once,
+// pinned), and links of endpoints no longer in st are removed. It may be
+// called any number of times with the same state; that changes nothing.
+// On error the datapath holds a mix of the old and the new state; calling
+// Apply again converges.
+func (d *Datapath) Apply(st State) error {
+	want, err := compile(st, d.cfg.Mode)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("apply: datapath is closed")
+	}
+
+	// Order: detach links of endpoints that left before their entries go,
+	// fill the maps, then attach new endpoints so their first packet finds
+	// its entries.
+	var errs []error
+	for name := range d.links {
+		if ifindex, ok := lxcIfindex(name); ok {
+			if _, keep := want.devices[uint32(ifindex)]; !keep {
+				errs = append(errs, d.detach(name))
+			}
+		}
+	}
+	errs = append(errs,
+		syncMap(d.lxc.Endpoints, want.endpoints),
+		syncMap(d.lxc.LxcDevices, want.devices),
+		syncMap(d.lxc.Ipcache, want.ipcache),
+	)
+	indexes := make([]uint32, 0, len(want.devices))
+	for ifindex := range want.devices {
+		indexes = append(indexes, ifindex)
+	}
+	slices.Sort(indexes)
+	for _, ifindex := range indexes {
+		name := lxcPin(ifindex)
+		if _, ok := d.links[name]; ok {
+			continue
+		}
+		if err := d.attach(name, int(ifindex), d.lxc.LxcIngress); err != nil {
+			errs = append(errs, fmt.Errorf("endpoint on ifindex %d: %w", ifindex, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("apply datapath state: %w", err)
+	}
+	return nil
+}
+
+// syncMap makes m hold exactly want, writing only what differs.
+func syncMap[K, V comparable](m *ebpf.Map, want map[K]V) error {
+	var (
+		k     K
+		v     V
+		stale []K
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read map %s: %w", mapName(m), err)
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete from map %s: %w", mapName(m), err)
+		}
+	}
+	for k, w := range want {
+		var cur V
+		if err := m.Lookup(k, &cur); err == nil && cur == w {
+			continue
+		}
+		if err := m.Put(k, w); err != nil {
+			return fmt.Errorf("write map %s: %w", mapName(m), err)
+		}
+	}
+	return nil
+}
+
+func mapName(m *ebpf.Map) string {
+	if info, err := m.Info(); err == nil {
+		return info.Name
+	}
+	return m.String()
+}
+
+// IngressSeen returns how many packets each {source identity, destination
+// identity} pair delivered to local endpoints (the policy seam's counter).
+func (d *Datapath) IngressSeen() (map[[2]uint32]uint64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, errors.New("ingress seen: datapath is closed")
+	}
+	out := make(map[[2]uint32]uint64)
+	var (
+		k    seenKey
+		vals []uint64
+	)
+	it := d.lxc.IngressSeen.Iterate()
+	for it.Next(&k, &vals) {
+		var sum uint64
+		for _, v := range vals {
+			sum += v
+		}
+		out[[2]uint32{k.Src, k.Dst}] += sum
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read ingress_seen: %w", err)
+	}
+	return out, nil
+}
+
+// Drops returns the datapath's drop counters by reason.
+func (d *Datapath) Drops() (map[string]uint64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, errors.New("drops: datapath is closed")
+	}
+	out := make(map[string]uint64)
+	for i, name := range dropReasons {
+		var vals []uint64
+		if err := d.lxc.Metrics.Lookup(uint32(i), &vals); err != nil {
+			return nil, fmt.Errorf("read metrics: %w", err)
+		}
+		for _, v := range vals {
+			out[name] += v
+		}
+	}
+	return out, nil
+}
+
+// dropReasons names the METRIC_DROP_* indexes of include/common.h.
+var dropReasons = []string{"unknown_destination", "spoofed_source", "encap", "decap", "policy"}
+
+// Close releases the datapath's file descriptors. Pinned maps and links stay,
+// so traffic keeps flowing until the next Open takes over.
+func (d *Datapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	return errors.Join(d.closeLinks(), d.closeObjects())
+}
+
+func (d *Datapath) closeLinks() error {
+	var errs []error
+	for name, l := range d.links {
+		errs = append(errs, l.Close())
+		delete(d.links, name)
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Datapath) closeObjects() error {
+	errs := []error{d.lxc.Close(), d.underlay.Close()}
+	if d.overlay != nil {
+		errs = append(errs, d.overlay.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Destroy detaches every program this node's datapath attached and removes
+// its pins (node removal, lab teardown). Traffic stops.
+func (d *Datapath) Destroy() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("destroy: datapath is closed; Open it again first")
+	}
+	var errs []error
+	for name := range d.links {
+		errs = append(errs, d.detach(name))
+	}
+	// Pins of links this process never loaded (an endpoint whose device
+	// is gone).
+	if names, err := d.pinnedLinks(); err == nil {
+		for _, name := range names {
+			errs = append(errs, d.removePinnedLink(name))
+		}
+	}
+	for _, m := range []*ebpf.Map{d.lxc.Endpoints, d.lxc.LxcDevices, d.lxc.Ipcache, d.lxc.IngressSeen, d.lxc.Metrics} {
+		errs = append(errs, m.Unpin())
+	}
+	d.closed = true
+	errs = append(errs, d.closeObjects())
+	errs = append(errs, os.Remove(filepath.Join(d.cfg.PinDir, linksDir)))
+	if err := os.Remove(d.cfg.PinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("destroy datapath: %w", err)
+	}
+	return nil
+}

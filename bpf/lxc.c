@@ -1,0 +1,377 @@
+//go:build ignore
+
+/* lxc: TCX ingress of the host side of a workload's veth, so it sees every
+ * packet the workload sends. It answers the workload's ARP and IPv6 neighbour
+ * solicitations itself (the host veth's MAC is the gateway for every
+ * address), delivers to endpoints on this node, sends to endpoints on other
+ * nodes through the overlay (VXLAN device, eBPF Geneve) or natively, and
+ * passes everything else to the node's stack. */
+#include "include/common.h"
+#include "include/geneve.h"
+#include "include/policy.h"
+
+/* From linux/if_arp.h, which drags in libc headers a BPF target cannot
+ * build. */
+#define ARPHRD_ETHER 1
+#define ARPOP_REQUEST 1
+#define ARPOP_REPLY 2
+
+struct arp_eth {
+	__be16 hrd;
+	__be16 pro;
+	__u8 hln;
+	__u8 pln;
+	__be16 op;
+	__u8 sha[6];
+	__u8 sip[4];
+	__u8 tha[6];
+	__u8 tip[4];
+} __attribute__((packed));
+
+struct arp_frame {
+	struct ethhdr eth;
+	struct arp_eth arp;
+} __attribute__((packed));
+
+/* handle_arp answers an ARP request for any address but the sender's own
+ * with the host veth's MAC. Requests for the sender's own address (duplicate
+ * address detection, gratuitous ARP) and requests on a veth the datapath
+ * does not serve (yet) go to the stack, which ignores them. */
+static __always_inline int handle_arp(struct __sk_buff *skb)
+{
+	struct arp_frame f;
+	struct endpoint_info *ep;
+	__u32 ifindex = skb->ifindex;
+	__be32 sip, tip;
+	__u8 mac[6];
+
+	if (bpf_skb_load_bytes(skb, 0, &f, sizeof(f)))
+		return TC_ACT_OK;
+	if (f.arp.hrd != bpf_htons(ARPHRD_ETHER) || f.arp.pro != bpf_htons(ETH_P_IP) ||
+	    f.arp.hln != 6 || f.arp.pln != 4 || f.arp.op != bpf_htons(ARPOP_REQUEST))
+		return TC_ACT_OK;
+	__builtin_memcpy(&sip, f.arp.sip, 4);
+	__builtin_memcpy(&tip, f.arp.tip, 4);
+	if (sip == tip || sip == 0)
+		return TC_ACT_OK;
+	ep = bpf_map_lookup_elem(&lxc_devices, &ifindex);
+	if (!ep)
+		return TC_ACT_OK;
+	__builtin_memcpy(mac, ep->host_mac, 6);
+
+	__builtin_memcpy(f.eth.h_dest, f.arp.sha, 6);
+	__builtin_memcpy(f.eth.h_source, mac, 6);
+	f.arp.op = bpf_htons(ARPOP_REPLY);
+	__builtin_memcpy(f.arp.tha, f.arp.sha, 6);
+	__builtin_memcpy(f.arp.tip, &sip, 4);
+	__builtin_memcpy(f.arp.sha, mac, 6);
+	__builtin_memcpy(f.arp.sip, &tip, 4);
+	if (bpf_skb_store_bytes(skb, 0, &f, sizeof(f), 0))
+		return TC_ACT_SHOT;
+	/* From tc ingress, redirecting to the same device's egress sends the
+	 * reply back into the workload. */
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+struct nd_frame {
+	struct ethhdr eth;
+	struct ipv6hdr ip6;
+	__u8 type;
+	__u8 code;
+	__be16 csum;
+	__be32 flags; /* NA: R, S, O; NS: reserved */
+	struct in6_addr target;
+	__u8 opt_type; /* NA: target link-layer address (2) */
+	__u8 opt_len;  /* in 8-byte units */
+	__u8 opt_mac[6];
+} __attribute__((packed));
+
+#define ND_NEIGHBOR_SOLICIT 135
+#define ND_NEIGHBOR_ADVERT 136
+#define ND_OPT_SOURCE_LL 1
+#define ND_OPT_TARGET_LL 2
+#define ND_LEN 32 /* ICMPv6 header, flags, target and one option */
+
+/* handle_ns answers an IPv6 neighbour solicitation for any address but the
+ * sender's own with a neighbour advertisement (router, solicited, override)
+ * carrying the host veth's MAC: the same role as handle_arp, so workloads
+ * resolve their IPv6 gateway without the CNI plugin installing a neighbour
+ * entry. DAD probes (unspecified source) go to the stack. */
+static __always_inline int handle_ns(struct __sk_buff *skb)
+{
+	struct nd_frame f = {};
+	struct endpoint_info *ep;
+	struct in6_addr requester;
+	__u32 ifindex = skb->ifindex;
+	__u8 mac[6], req_mac[6];
+	__u32 sum = 0;
+	__u32 plen;
+
+	if (bpf_skb_load_bytes(skb, 0, &f, offsetof(struct nd_frame, opt_type)))
+		return TC_ACT_OK;
+	if (f.code != 0 || f.ip6.hop_limit != 255)
+		return TC_ACT_OK; /* RFC 4861 7.1.1: not a valid NS */
+	requester = f.ip6.saddr;
+	if (requester.in6_u.u6_addr32[0] == 0 && requester.in6_u.u6_addr32[1] == 0 &&
+	    requester.in6_u.u6_addr32[2] == 0 && requester.in6_u.u6_addr32[3] == 0)
+		return TC_ACT_OK;
+	if (requester.in6_u.u6_addr32[0] == f.target.in6_u.u6_addr32[0] &&
+	    requester.in6_u.u6_addr32[1] == f.target.in6_u.u6_addr32[1] &&
+	    requester.in6_u.u6_addr32[2] == f.target.in6_u.u6_addr32[2] &&
+	    requester.in6_u.u6_addr32[3] == f.target.in6_u.u6_addr32[3])
+		return TC_ACT_OK;
+	/* By interface, not by source address: solicitations come from the
+	 * workload's link-local address as often as from its global one. */
+	ep = bpf_map_lookup_elem(&lxc_devices, &ifindex);
+	if (!ep)
+		return TC_ACT_OK;
+	__builtin_memcpy(mac, ep->host_mac, 6);
+	__builtin_memcpy(req_mac, f.eth.h_source, 6);
+
+	__builtin_memcpy(f.eth.h_dest, req_mac, 6);
+	__builtin_memcpy(f.eth.h_source, mac, 6);
+	f.ip6.payload_len = bpf_htons(ND_LEN);
+	f.ip6.nexthdr = IPPROTO_ICMPV6;
+	f.ip6.hop_limit = 255;
+	f.ip6.daddr = requester;
+	f.ip6.saddr = f.target;
+	f.type = ND_NEIGHBOR_ADVERT;
+	f.code = 0;
+	f.csum = 0;
+	f.flags = bpf_htonl(0xe0000000);
+	f.opt_type = ND_OPT_TARGET_LL;
+	f.opt_len = 1;
+	__builtin_memcpy(f.opt_mac, mac, 6);
+
+	/* ICMPv6 checksum over the pseudo-header and the message. */
+	sum = csum_add(&f.ip6.saddr, 32, 0);
+	sum += bpf_htons(ND_LEN) + bpf_htons(IPPROTO_ICMPV6);
+	sum = csum_add(&f.type, ND_LEN, sum);
+	f.csum = csum_fold(sum);
+
+	plen = sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + ND_LEN;
+	if (skb->len != plen && bpf_skb_change_tail(skb, plen, 0))
+		return TC_ACT_SHOT;
+	if (bpf_skb_store_bytes(skb, 0, &f, sizeof(f), 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* source_identity returns the identity of the endpoint that sent skb from
+ * src, or -1 when src is not an address of the endpoint behind this veth
+ * (spoofed). */
+static __always_inline __s64 source_identity(struct __sk_buff *skb, struct endpoint_info *src)
+{
+	if (!src || src->ifindex != skb->ifindex)
+		return -1;
+	return src->identity;
+}
+
+/* encap_geneve wraps the packet (Ethernet header at offset 0) in outer
+ * IPv4/UDP/Geneve headers addressed to node, and hands it to the underlay
+ * with the kernel resolving the outer MACs. */
+static __always_inline int encap_geneve(struct __sk_buff *skb, __u32 vni, __be32 node)
+{
+	struct geneve_encap h = {};
+	struct bpf_redir_neigh nh = {.nh_family = AF_INET};
+	__u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP |
+		      BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct ethhdr)) | BPF_F_ADJ_ROOM_ENCAP_L2_ETH;
+	__be16 outer_proto = bpf_htons(ETH_P_IP);
+	__u32 hash, len;
+
+	if (bpf_skb_load_bytes(skb, 0, &h.inner, sizeof(h.inner)))
+		return drop(METRIC_DROP_ENCAP);
+	/* The flow hash becomes the UDP source port, so the underlay's ECMP
+	 * spreads flows as it would spread the flows themselves. */
+	hash = bpf_get_hash_recalc(skb);
+	if (bpf_skb_adjust_room(skb, GENEVE_ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags))
+		return drop(METRIC_DROP_ENCAP);
+
+	len = skb->len - sizeof(struct ethhdr);
+	if (len > 0xffff)
+		len = 0xffff; /* a GSO packet: segmentation rewrites it */
+	h.ip.version = 4;
+	h.ip.ihl = 5;
+	h.ip.ttl = 64;
+	h.ip.protocol = IPPROTO_UDP;
+	h.ip.frag_off = bpf_htons(0x4000); /* DF: never fragment the overlay */
+	h.ip.tot_len = bpf_htons(len);
+	h.ip.saddr = cfg_node_ipv4;
+	h.ip.daddr = node;
+	h.ip.check = csum_fold(csum_add(&h.ip, sizeof(h.ip), 0));
+
+	h.udp.source = bpf_htons(0xc000 | (hash & 0x3fff));
+	h.udp.dest = bpf_htons(cfg_geneve_port);
+	h.udp.len = bpf_htons(len - sizeof(struct iphdr));
+	h.udp.check = 0; /* allowed over IPv4 (RFC 8926 3.3) */
+
+	h.gnv.proto = bpf_htons(ETH_P_TEB_);
+	h.gnv.vni[0] = vni >> 16;
+	h.gnv.vni[1] = vni >> 8;
+	h.gnv.vni[2] = vni;
+
+	if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &h, sizeof(h), 0) ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &outer_proto, 2, 0))
+		return drop(METRIC_DROP_ENCAP);
+	nh.ipv4_nh = node;
+	return bpf_redirect_neigh(cfg_underlay_ifindex, &nh, sizeof(nh), 0);
+}
+
+/* forward_remote sends a packet from a local endpoint with identity src to
+ * the node that owns its destination, by the configured mode. */
+static __always_inline int forward_remote(struct __sk_buff *skb, __u32 src,
+					  const struct remote_info *dst, bool v6)
+{
+	struct bpf_redir_neigh nh = {};
+	__be32 node4 = 0;
+
+	if (dst->node_family == FAMILY_V4)
+		__builtin_memcpy(&node4, dst->node, 4);
+
+	if (cfg_mode == MODE_VXLAN) {
+		struct bpf_tunnel_key key = {};
+
+		if (!node4)
+			return drop(METRIC_DROP_ENCAP);
+		key.tunnel_id = src; /* the VNI carries the source identity */
+		key.remote_ipv4 = bpf_ntohl(node4);
+		key.tunnel_ttl = 64;
+		if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX))
+			return drop(METRIC_DROP_ENCAP);
+		return bpf_redirect(cfg_vxlan_ifindex, 0);
+	}
+	if (cfg_mode == MODE_GENEVE) {
+		if (!node4)
+			return drop(METRIC_DROP_ENCAP);
+		return encap_geneve(skb, src, node4);
+	}
+
+	/* Native: this node is a router hop. */
+	if (v6) {
+		__u8 hl;
+
+		if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + offsetof(struct ipv6hdr, hop_limit), &hl, 1) || hl <= 1)
+			return TC_ACT_OK; /* the stack sends time exceeded */
+		hl--;
+		if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + offsetof(struct ipv6hdr, hop_limit), &hl, 1, 0))
+			return TC_ACT_SHOT;
+	} else {
+		__u16 oldw, neww; /* TTL and protocol share a 16-bit word */
+		__u32 off = sizeof(struct ethhdr) + offsetof(struct iphdr, ttl);
+
+		if (bpf_skb_load_bytes(skb, off, &oldw, 2))
+			return TC_ACT_OK;
+		if (((__u8 *)&oldw)[0] <= 1)
+			return TC_ACT_OK;
+		neww = oldw;
+		((__u8 *)&neww)[0]--;
+		if (bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + offsetof(struct iphdr, check), oldw, neww, 2) ||
+		    bpf_skb_store_bytes(skb, off, &neww, 2, 0))
+			return TC_ACT_SHOT;
+	}
+	if (dst->node_family == FAMILY_V6) {
+		nh.nh_family = AF_INET6;
+		__builtin_memcpy(nh.ipv6_nh, dst->node, 16);
+	} else {
+		nh.nh_family = AF_INET;
+		nh.ipv4_nh = node4;
+	}
+	return bpf_redirect_neigh(cfg_underlay_ifindex, &nh, sizeof(nh), 0);
+}
+
+/* is_self reports whether the ipcache points back at this node: a
+ * destination in our own pod CIDR without an endpoint is nobody. */
+static __always_inline bool is_self(const struct remote_info *ri)
+{
+	__be32 n;
+
+	if (ri->node_family != FAMILY_V4)
+		return false;
+	__builtin_memcpy(&n, ri->node, 4);
+	return n == cfg_node_ipv4;
+}
+
+static __always_inline int from_lxc4(struct __sk_buff *skb)
+{
+	struct endpoint_info *dst;
+	struct remote_info *ri;
+	struct iphdr *ip;
+	__be32 saddr, daddr;
+	__s64 src;
+
+	if (ensure(skb, sizeof(struct ethhdr) + sizeof(struct iphdr)))
+		return TC_ACT_OK;
+	ip = (void *)(long)skb->data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > (void *)(long)skb->data_end)
+		return TC_ACT_OK;
+	saddr = ip->saddr;
+	daddr = ip->daddr;
+
+	dst = lookup_endpoint4(daddr);
+	if (dst) {
+		src = source_identity(skb, lookup_endpoint4(saddr));
+		if (src < 0)
+			return drop(METRIC_DROP_SPOOFED_SRC);
+		return deliver_local(skb, src, dst);
+	}
+	ri = lookup_ipcache4(daddr);
+	if (!ri || !ri->node_family || is_self(ri))
+		return TC_ACT_OK;
+	src = source_identity(skb, lookup_endpoint4(saddr));
+	if (src < 0)
+		return drop(METRIC_DROP_SPOOFED_SRC);
+	return forward_remote(skb, src, ri, false);
+}
+
+static __always_inline int from_lxc6(struct __sk_buff *skb)
+{
+	struct endpoint_info *dst;
+	struct remote_info *ri;
+	struct ipv6hdr *ip6;
+	struct in6_addr saddr, daddr;
+	__u8 icmp_type = 0;
+	__s64 src;
+
+	if (ensure(skb, sizeof(struct ethhdr) + sizeof(struct ipv6hdr)))
+		return TC_ACT_OK;
+	ip6 = (void *)(long)skb->data + sizeof(struct ethhdr);
+	if ((void *)(ip6 + 1) > (void *)(long)skb->data_end)
+		return TC_ACT_OK;
+	saddr = ip6->saddr;
+	daddr = ip6->daddr;
+	if (ip6->nexthdr == IPPROTO_ICMPV6 &&
+	    !bpf_skb_load_bytes(skb, sizeof(struct ethhdr) + sizeof(struct ipv6hdr), &icmp_type, 1) &&
+	    icmp_type == ND_NEIGHBOR_SOLICIT)
+		return handle_ns(skb);
+
+	dst = lookup_endpoint6(&daddr);
+	if (dst) {
+		src = source_identity(skb, lookup_endpoint6(&saddr));
+		if (src < 0)
+			return drop(METRIC_DROP_SPOOFED_SRC);
+		return deliver_local(skb, src, dst);
+	}
+	ri = lookup_ipcache6(&daddr);
+	if (!ri || !ri->node_family || is_self(ri))
+		return TC_ACT_OK;
+	src = source_identity(skb, lookup_endpoint6(&saddr));
+	if (src < 0)
+		return drop(METRIC_DROP_SPOOFED_SRC);
+	return forward_remote(skb, src, ri, true);
+}
+
+SEC("tcx/ingress")
+int lxc_ingress(struct __sk_buff *skb)
+{
+	switch (skb->protocol) {
+	case bpf_htons(ETH_P_ARP):
+		return handle_arp(skb);
+	case bpf_htons(ETH_P_IP):
+		return from_lxc4(skb);
+	case bpf_htons(ETH_P_IPV6):
+		return from_lxc6(skb);
+	}
+	return TC_ACT_OK;
+}
+
+char __license[] SEC("license") = "Dual MIT/GPL";

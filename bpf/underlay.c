@@ -1,0 +1,138 @@
+//go:build ignore
+
+/* underlay: TCX ingress of the node's underlay interface. In Geneve mode it
+ * terminates the overlay (there is no geneve module): Geneve packets for this
+ * node are decapsulated here and delivered with the VNI as the sender's
+ * identity. In native mode, packets for local endpoints arrive unencapsulated
+ * and the sender's identity comes from the ipcache. Everything else, VXLAN
+ * included (the kernel's VXLAN socket takes it), goes to the node's stack. */
+#include "include/common.h"
+#include "include/geneve.h"
+#include "include/policy.h"
+
+#define OUTER_LEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr))
+
+static __always_inline int from_geneve(struct __sk_buff *skb)
+{
+	struct endpoint_info *ep;
+	struct genevehdr gnv;
+	struct ethhdr inner;
+	struct iphdr *ip;
+	struct udphdr *udp;
+	__u32 optlen, inner_off, vni;
+	__u64 flags;
+	int err;
+
+	if (ensure(skb, OUTER_LEN))
+		return TC_ACT_OK;
+	ip = (void *)(long)skb->data + sizeof(struct ethhdr);
+	udp = (void *)(ip + 1);
+	if ((void *)(udp + 1) > (void *)(long)skb->data_end)
+		return TC_ACT_OK;
+	/* Only option-less outer IPv4 headers, unfragmented, for us: the
+	 * encapsulating side never sends anything else. */
+	if (ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_UDP ||
+	    ip->daddr != cfg_node_ipv4 || (ip->frag_off & bpf_htons(0x3fff)))
+		return TC_ACT_OK;
+	if (udp->dest != bpf_htons(cfg_geneve_port))
+		return TC_ACT_OK;
+
+	if (bpf_skb_load_bytes(skb, OUTER_LEN, &gnv, sizeof(gnv)))
+		return drop(METRIC_DROP_DECAP);
+	if ((gnv.ver_optlen >> 6) != 0 || gnv.proto != bpf_htons(ETH_P_TEB_))
+		return drop(METRIC_DROP_DECAP);
+	optlen = (gnv.ver_optlen & 0x3f) * 4; /* at most 252: bounded */
+	vni = (__u32)gnv.vni[0] << 16 | (__u32)gnv.vni[1] << 8 | gnv.vni[2];
+	inner_off = OUTER_LEN + sizeof(gnv) + optlen;
+	if (bpf_skb_load_bytes(skb, inner_off, &inner, sizeof(inner)))
+		return drop(METRIC_DROP_DECAP);
+
+	if (inner.h_proto == bpf_htons(ETH_P_IP)) {
+		__be32 daddr;
+
+		if (bpf_skb_load_bytes(skb, inner_off + sizeof(inner) + offsetof(struct iphdr, daddr), &daddr, 4))
+			return drop(METRIC_DROP_DECAP);
+		ep = lookup_endpoint4(daddr);
+		flags = FABRIC_ADJ_ROOM_DECAP_L3_IPV4;
+	} else if (inner.h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct in6_addr daddr;
+
+		if (bpf_skb_load_bytes(skb, inner_off + sizeof(inner) + offsetof(struct ipv6hdr, daddr), &daddr, 16))
+			return drop(METRIC_DROP_DECAP);
+		ep = lookup_endpoint6(&daddr);
+		flags = FABRIC_ADJ_ROOM_DECAP_L3_IPV6;
+	} else {
+		return drop(METRIC_DROP_DECAP);
+	}
+	if (!ep)
+		return drop(METRIC_DROP_UNKNOWN_DST);
+
+	/* Remove everything between the outer Ethernet header and the inner
+	 * L3 header; the outer Ethernet header then only needs the inner
+	 * ethertype (deliver_local rewrites its MACs). */
+	err = bpf_skb_adjust_room(skb, -(__s32)(inner_off + sizeof(inner) - sizeof(struct ethhdr)),
+				  BPF_ADJ_ROOM_MAC, flags);
+	if (err)
+		return drop(METRIC_DROP_DECAP);
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &inner.h_proto, 2, 0))
+		return drop(METRIC_DROP_DECAP);
+	return deliver_local(skb, vni, ep);
+}
+
+/* native_identity is the identity of a source address on the underlay: the
+ * ipcache knows remote endpoints; anything else is the world. */
+static __always_inline __u32 native_identity(struct remote_info *ri)
+{
+	if (!ri || ri->identity == IDENTITY_UNKNOWN)
+		return IDENTITY_WORLD;
+	return ri->identity;
+}
+
+static __always_inline int from_native(struct __sk_buff *skb)
+{
+	struct endpoint_info *ep;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip;
+		__be32 saddr;
+
+		if (ensure(skb, sizeof(struct ethhdr) + sizeof(struct iphdr)))
+			return TC_ACT_OK;
+		ip = (void *)(long)skb->data + sizeof(struct ethhdr);
+		if ((void *)(ip + 1) > (void *)(long)skb->data_end)
+			return TC_ACT_OK;
+		ep = lookup_endpoint4(ip->daddr);
+		if (!ep)
+			return TC_ACT_OK;
+		saddr = ip->saddr;
+		return deliver_local(skb, native_identity(lookup_ipcache4(saddr)), ep);
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6;
+		struct in6_addr saddr;
+
+		if (ensure(skb, sizeof(struct ethhdr) + sizeof(struct ipv6hdr)))
+			return TC_ACT_OK;
+		ip6 = (void *)(long)skb->data + sizeof(struct ethhdr);
+		if ((void *)(ip6 + 1) > (void *)(long)skb->data_end)
+			return TC_ACT_OK;
+		ep = lookup_endpoint6(&ip6->daddr);
+		if (!ep)
+			return TC_ACT_OK;
+		saddr = ip6->saddr;
+		return deliver_local(skb, native_identity(lookup_ipcache6(&saddr)), ep);
+	}
+	return TC_ACT_OK;
+}
+
+SEC("tcx/ingress")
+int underlay_ingress(struct __sk_buff *skb)
+{
+	if (cfg_mode == MODE_GENEVE && skb->protocol == bpf_htons(ETH_P_IP))
+		return from_geneve(skb);
+	if (cfg_mode == MODE_NATIVE)
+		return from_native(skb);
+	return TC_ACT_OK;
+}
+
+char __license[] SEC("license") = "Dual MIT/GPL";
