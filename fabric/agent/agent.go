@@ -42,6 +42,7 @@ type Agent struct {
 	ipam   *ipam.Allocator
 	ids    *identity.Allocator
 	api    *apiServer
+	dp     *dpReconciler // nil in datapath mode none
 	meta   gossip.Meta
 	metaMu sync.Mutex
 
@@ -137,6 +138,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ipam = ipam.New(a.ipamConfig(), st, a.cfg.NodeName, a.log.With("subsys", "ipam"))
 	a.ids = identity.New(a.identityConfig(), st, a.cfg.NodeName, a.log.With("subsys", "identity"))
 
+	var loops []func(context.Context)
+	if a.cfg.DatapathMode != "none" {
+		dp, err := a.openDatapath()
+		if err != nil {
+			return err
+		}
+		defer dp.Close()
+		a.dp = newDPReconciler(a, dp)
+		loops = append(loops, a.dp.run)
+	}
+
 	srv, err := newAPIServer(a, a.cfg.Socket)
 	if err != nil {
 		return err
@@ -145,7 +157,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer srv.Close()
 
 	var wg sync.WaitGroup
-	loops := []func(context.Context){a.joinLoop, a.peerLoop, a.cidrLoop, a.leaderLoop}
+	loops = append(loops, a.joinLoop, a.peerLoop, a.cidrLoop, a.leaderLoop, a.serveMetrics)
 	for _, loop := range loops {
 		wg.Add(1)
 		go func() { defer wg.Done(); loop(ctx) }()

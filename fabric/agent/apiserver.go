@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/fabric-net/fabric/fabric/api"
-	"github.com/fabric-net/fabric/fabric/config"
 	"github.com/fabric-net/fabric/fabric/store"
 	"github.com/fabric-net/fabric/gossip"
 )
@@ -71,7 +70,9 @@ func newAPIServer(a *Agent, socket string) (*apiServer, error) {
 	mux.HandleFunc("GET /v1/status", s.handle(s.status))
 	mux.HandleFunc("GET /v1/endpoints", s.handle(s.listEndpoints))
 	mux.HandleFunc("POST /v1/endpoints", s.handle(s.createEndpoint))
+	mux.HandleFunc("GET /v1/endpoints/{id}", s.handle(s.getEndpoint))
 	mux.HandleFunc("DELETE /v1/endpoints/{id}", s.handle(s.deleteEndpoint))
+	mux.HandleFunc("PUT /v1/endpoints/{id}/attachment", s.handle(s.attachEndpoint))
 	mux.HandleFunc("GET /v1/kv", s.handle(s.getKV))
 	mux.HandleFunc("POST /v1/kv", s.handle(s.putKV))
 	mux.HandleFunc("GET /v1/gossip/keys", s.handle(s.keyring))
@@ -133,6 +134,18 @@ func (s *apiServer) createEndpoint(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return s.a.createEndpoint(r.Context(), req)
+}
+
+func (s *apiServer) getEndpoint(r *http.Request) (any, error) {
+	return s.a.getEndpoint(r.Context(), r.PathValue("id"))
+}
+
+func (s *apiServer) attachEndpoint(r *http.Request) (any, error) {
+	var att api.Attachment
+	if err := decode(r, &att); err != nil {
+		return nil, err
+	}
+	return s.a.attachEndpoint(r.Context(), r.PathValue("id"), att)
 }
 
 func (s *apiServer) deleteEndpoint(r *http.Request) (any, error) {
@@ -210,7 +223,7 @@ func (s *apiServer) changeKeyring(r *http.Request) (any, error) {
 	if err := decode(r, &req); err != nil {
 		return nil, err
 	}
-	k, err := config.DecodeKey(req.Key)
+	k, err := gossip.ParseKey(req.Key)
 	if err != nil {
 		return nil, badRequest("key: %v", err)
 	}
@@ -285,6 +298,13 @@ func (s *apiServer) status(r *http.Request) (any, error) {
 		check("store", "no store leader known: the servers are electing or this node cannot reach a majority of them")
 	} else {
 		check("store", "")
+	}
+
+	if a.dp != nil {
+		st.Datapath = a.dp.status()
+		check("datapath", st.Datapath.Error)
+	} else {
+		st.Datapath = api.DatapathStatus{Mode: "none"}
 	}
 
 	// The store reads are best effort: status must answer even when the

@@ -9,6 +9,7 @@ import (
 
 	"github.com/fabric-net/fabric/fabric/api"
 	"github.com/fabric-net/fabric/fabric/identity"
+	"github.com/fabric-net/fabric/fabric/ipam"
 	"github.com/fabric-net/fabric/fabric/store"
 )
 
@@ -28,7 +29,8 @@ func (a *Agent) createEndpoint(ctx context.Context, req api.EndpointRequest) (ap
 	if err != nil {
 		return api.Endpoint{}, badRequest("labels: %v", err)
 	}
-	if _, err := a.podCIDRs(); err != nil {
+	cidrs, err := a.podCIDRs()
+	if err != nil {
 		return api.Endpoint{}, err
 	}
 	a.epMu.Lock()
@@ -54,9 +56,16 @@ func (a *Agent) createEndpoint(ctx context.Context, req api.EndpointRequest) (ap
 	if err != nil {
 		return api.Endpoint{}, fmt.Errorf("allocate identity: %w", err)
 	}
-	ep := api.Endpoint{ID: req.ID, Node: a.cfg.NodeName, Identity: uint32(id), Labels: labels.String(), Created: time.Now().UTC()}
+	ep := api.Endpoint{ID: req.ID, Node: a.cfg.NodeName, Identity: uint32(id), Labels: labels.String(),
+		Created: time.Now().UTC(), ContainerID: req.ContainerID, Netns: req.Netns, IfName: req.IfName,
+		MTU: a.workloadMTU()}
 	for _, ip := range ips {
 		ep.IPs = append(ep.IPs, ip.String())
+		for _, c := range cidrs {
+			if c.Contains(ip) {
+				ep.Gateways = append(ep.Gateways, ipam.GatewayOf(c).String())
+			}
+		}
 	}
 	b, _ := json.Marshal(ep)
 	if _, err := store.Put(ctx, a.store, key, b); err != nil {
@@ -91,10 +100,16 @@ func (a *Agent) deleteEndpoint(ctx context.Context, id string) error {
 		return fmt.Errorf("release IP: %w", err)
 	}
 	if ok {
-		if _, err := store.Delete(ctx, a.store, key); err != nil {
+		rev, err := store.Delete(ctx, a.store, key)
+		if err != nil {
 			return fmt.Errorf("delete endpoint record: %w", err)
 		}
 		a.log.Info("endpoint deleted", "endpoint", id)
+		if a.dp != nil {
+			if err := a.dp.syncTo(ctx, rev); err != nil {
+				return fmt.Errorf("remove %s from the datapath: %w", id, err)
+			}
+		}
 	}
 	return nil
 }

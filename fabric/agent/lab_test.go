@@ -77,7 +77,7 @@ func put(ctx context.Context, c *api.Client, key, value string) error {
 }
 
 func TestLabLeaderKillNoLostWrite(t *testing.T) {
-	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 3, Servers: 3})
+	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 3, Servers: 3, Mode: "none"})
 	names := nodeNames(l)
 	leader := waitLeader(t, l, names, "", 10*time.Second)
 
@@ -165,7 +165,7 @@ func TestLabLeaderKillNoLostWrite(t *testing.T) {
 
 func TestLabConcurrentAllocationsWithLeaderKills(t *testing.T) {
 	const perNode = 50
-	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 5, Servers: 3})
+	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 5, Servers: 3, Mode: "none"})
 	names := nodeNames(l)
 	labelSets := []string{"app=web", "app=db", "app=cache", "app=web,tier=front", "app=queue",
 		"app=api", "app=api,tier=back", "team=a", "team=b", "app=batch"}
@@ -258,7 +258,7 @@ func TestLabConcurrentAllocationsWithLeaderKills(t *testing.T) {
 }
 
 func TestLabRestartKeepsCIDRAndIPs(t *testing.T) {
-	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 3, Servers: 3})
+	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 3, Servers: 3, Mode: "none"})
 	node := l.Nodes()[2].Name
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -317,7 +317,7 @@ func TestLabRestartKeepsCIDRAndIPs(t *testing.T) {
 }
 
 func TestLabMinorityPartition(t *testing.T) {
-	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 3, Servers: 3})
+	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 3, Servers: 3, Mode: "none"})
 	names := nodeNames(l)
 	cut := names[2]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -412,7 +412,7 @@ func TestLabMinorityPartition(t *testing.T) {
 
 func TestLabDeadNodeDetectionAndCIDRGrace(t *testing.T) {
 	const grace = 6 * time.Second
-	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 4, Servers: 3,
+	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 4, Servers: 3, Mode: "none",
 		AgentConfig: map[string]any{"cidrReleaseGrace": grace.String()}})
 	names := nodeNames(l)
 	victim := names[3]

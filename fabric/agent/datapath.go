@@ -1,0 +1,360 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fabric-net/fabric/bpf"
+	"github.com/fabric-net/fabric/fabric/api"
+	"github.com/fabric-net/fabric/fabric/identity"
+	"github.com/fabric-net/fabric/fabric/store"
+	"github.com/fabric-net/fabric/gossip"
+	"github.com/fabric-net/fabric/tunnel"
+)
+
+// Datapath is what the agent needs from the node's datapath; bpf.Datapath
+// implements it.
+type Datapath interface {
+	// Apply makes the kernel match st. It is idempotent and may be called
+	// as often as the desired state changes.
+	Apply(st bpf.State) error
+	// Close releases the agent's handles; forwarding goes on without it.
+	Close() error
+}
+
+// vxlanDevice is the name of the node's VXLAN device in vxlan mode.
+const vxlanDevice = "fabric_vxlan"
+
+// dpReconciler turns the store's endpoints and nodes, and gossip's view of
+// who is alive, into the datapath's desired state, and applies it whenever
+// any of them changes.
+type dpReconciler struct {
+	a     *Agent
+	dp    Datapath
+	eps   *mirror
+	nodes *mirror
+
+	// mu serialises Apply calls and guards what status reports.
+	mu        sync.Mutex
+	last      bpf.State
+	applied   bool
+	lastErr   error
+	lastApply time.Time
+}
+
+// openDatapath prepares the node's overlay device and loads the datapath,
+// reusing what a previous agent pinned so forwarding never stops.
+func (a *Agent) openDatapath() (Datapath, error) {
+	mode, err := tunnel.ParseMode(a.cfg.DatapathMode)
+	if err != nil {
+		return nil, err
+	}
+	cfg := bpf.DefaultConfig()
+	cfg.PinDir = a.cfg.BPFPinDir
+	cfg.Mode = bpf.Mode(mode)
+	cfg.UnderlayIfName = a.cfg.UnderlayInterface
+	cfg.Logger = a.log.With("subsys", "datapath")
+	for _, u := range a.cfg.Underlay {
+		ip := netip.MustParseAddr(u)
+		if ip.Is4() && !cfg.UnderlayIPv4.IsValid() {
+			cfg.UnderlayIPv4 = ip
+		}
+		if ip.Is6() && !cfg.UnderlayIPv6.IsValid() {
+			cfg.UnderlayIPv6 = ip
+		}
+	}
+	if mode == tunnel.ModeVXLAN {
+		if _, err := tunnel.EnsureVXLAN(vxlanDevice, tunnel.VXLANPort, a.workloadMTU()); err != nil {
+			return nil, fmt.Errorf("vxlan device: %w", err)
+		}
+		cfg.VXLANIfName = vxlanDevice
+	}
+	dp, err := bpf.Open(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	return dp, nil
+}
+
+// workloadMTU is the MTU every workload interface gets in this mode.
+func (a *Agent) workloadMTU() int {
+	if a.cfg.DatapathMode == "none" {
+		return a.cfg.UnderlayMTU
+	}
+	mode, err := tunnel.ParseMode(a.cfg.DatapathMode)
+	if err != nil {
+		return a.cfg.UnderlayMTU
+	}
+	return tunnel.WorkloadMTU(mode, a.cfg.UnderlayMTU)
+}
+
+func newDPReconciler(a *Agent, dp Datapath) *dpReconciler {
+	return &dpReconciler{
+		a:     a,
+		dp:    dp,
+		eps:   newMirror("endpoints/", a.log.With("subsys", "datapath")),
+		nodes: newMirror("nodes/", a.log.With("subsys", "datapath")),
+	}
+}
+
+// run follows the store and gossip until ctx ends. A periodic pass repairs
+// anything changed behind the agent's back.
+func (r *dpReconciler) run(ctx context.Context) {
+	go r.eps.run(ctx, r.a.store)
+	go r.nodes.run(ctx, r.a.store)
+	events, cancel := r.a.pool.Subscribe(256)
+	defer cancel()
+	resync := time.NewTicker(10 * time.Second)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.eps.Changed():
+		case <-r.nodes.Changed():
+		case <-events:
+		case <-resync.C:
+			r.mu.Lock()
+			r.applied = false // force a full Apply
+			r.mu.Unlock()
+		}
+		// Let a burst of changes settle into one Apply.
+		time.Sleep(5 * time.Millisecond)
+		if err := r.reconcile(); err != nil {
+			r.a.log.Warn("datapath apply failed", "err", err)
+		}
+	}
+}
+
+// reconcile computes the desired state and applies it if it changed.
+func (r *dpReconciler) reconcile() error {
+	st, ok := r.desired()
+	if !ok {
+		return nil // the store has not been read fully yet
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.applied && reflect.DeepEqual(st, r.last) {
+		return nil
+	}
+	err := r.dp.Apply(st)
+	r.lastErr, r.lastApply = err, time.Now()
+	if err != nil {
+		r.applied = false
+		return err
+	}
+	r.last, r.applied = st, true
+	return nil
+}
+
+// syncTo waits until the mirrors include store revision rev, then
+// reconciles, so a caller that just wrote an endpoint knows the datapath
+// serves it when this returns.
+func (r *dpReconciler) syncTo(ctx context.Context, rev int64) error {
+	if err := r.eps.WaitRevision(ctx, rev); err != nil {
+		return err
+	}
+	return r.reconcile()
+}
+
+// desired builds the datapath state: this node's attached endpoints; the
+// other alive nodes' endpoints (with their identities) and pod CIDRs,
+// reached through their underlay address; node addresses as remote-node.
+func (r *dpReconciler) desired() (bpf.State, bool) {
+	eps, ok1 := r.eps.Snapshot()
+	nodes, ok2 := r.nodes.Snapshot()
+	if !ok1 || !ok2 {
+		return bpf.State{}, false
+	}
+	self := r.a.cfg.NodeName
+	alive := map[string]bool{}
+	for _, m := range r.a.pool.Members() {
+		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
+			alive[m.Meta.Name] = true
+		}
+	}
+	// Per node, the underlay address to tunnel (or route) to per family
+	// of the inner packet: the overlays carry both families over IPv4;
+	// native routing needs a next hop of the packet's own family.
+	type hop struct{ v4, v6 netip.Addr }
+	hops := map[string]hop{}
+	var st bpf.State
+	for _, raw := range nodes {
+		var rec nodeRecord
+		if json.Unmarshal(raw, &rec) != nil || rec.Name == "" {
+			continue
+		}
+		var h hop
+		for _, u := range rec.Underlay {
+			ip, err := netip.ParseAddr(u)
+			if err != nil {
+				continue
+			}
+			if ip.Is4() && !h.v4.IsValid() {
+				h.v4 = ip
+			} else if ip.Is6() && !h.v6.IsValid() {
+				h.v6 = ip
+			}
+			id := identity.RemoteNode
+			if rec.Name == self {
+				id = identity.Host
+			}
+			st.IPCache = append(st.IPCache, bpf.IPCacheEntry{Prefix: netip.PrefixFrom(ip, ip.BitLen()), Identity: uint32(id)})
+		}
+		if rec.Name == self || !alive[rec.Name] || !h.v4.IsValid() {
+			continue
+		}
+		hops[rec.Name] = h
+		for _, c := range rec.PodCIDRs {
+			p, err := netip.ParsePrefix(c)
+			if err != nil {
+				continue
+			}
+			st.IPCache = append(st.IPCache, bpf.IPCacheEntry{Prefix: p, Node: r.nextHop(h.v4, h.v6, p.Addr())})
+		}
+	}
+	for key, raw := range eps {
+		var ep api.Endpoint
+		if json.Unmarshal(raw, &ep) != nil {
+			continue
+		}
+		node := strings.SplitN(strings.TrimPrefix(key, "endpoints/"), "/", 2)[0]
+		var ips []netip.Addr
+		for _, s := range ep.IPs {
+			if ip, err := netip.ParseAddr(s); err == nil {
+				ips = append(ips, ip)
+			}
+		}
+		if node == self {
+			if ep.Attachment == nil {
+				continue
+			}
+			hostMAC, err1 := net.ParseMAC(ep.Attachment.HostMAC)
+			mac, err2 := net.ParseMAC(ep.Attachment.WorkloadMAC)
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			st.Endpoints = append(st.Endpoints, bpf.Endpoint{IPs: ips, HostIfIndex: ep.Attachment.HostIfIndex,
+				HostMAC: hostMAC, MAC: mac, Identity: ep.Identity})
+			continue
+		}
+		h, ok := hops[node]
+		if !ok {
+			continue
+		}
+		for _, ip := range ips {
+			st.IPCache = append(st.IPCache, bpf.IPCacheEntry{Prefix: netip.PrefixFrom(ip, ip.BitLen()),
+				Identity: ep.Identity, Node: r.nextHop(h.v4, h.v6, ip)})
+		}
+	}
+	// A stable order makes "unchanged" cheap to see.
+	slices.SortFunc(st.Endpoints, func(x, y bpf.Endpoint) int { return x.HostIfIndex - y.HostIfIndex })
+	slices.SortFunc(st.IPCache, func(x, y bpf.IPCacheEntry) int {
+		if c := x.Prefix.Addr().Compare(y.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return x.Prefix.Bits() - y.Prefix.Bits()
+	})
+	return st, true
+}
+
+func (r *dpReconciler) nextHop(v4, v6, inner netip.Addr) netip.Addr {
+	if r.a.cfg.DatapathMode == "native" && inner.Is6() && v6.IsValid() {
+		return v6
+	}
+	return v4
+}
+
+// status reports what the datapath was last given.
+func (r *dpReconciler) status() api.DatapathStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ds := api.DatapathStatus{Mode: r.a.cfg.DatapathMode, Endpoints: len(r.last.Endpoints),
+		IPCache: len(r.last.IPCache), MTU: r.a.workloadMTU(), LastApply: r.lastApply}
+	if r.lastErr != nil {
+		ds.Error = r.lastErr.Error()
+	}
+	return ds
+}
+
+// attachEndpoint records that the endpoint's interface exists and waits
+// until the datapath serves it.
+func (a *Agent) attachEndpoint(ctx context.Context, id string, att api.Attachment) (api.Endpoint, error) {
+	if !endpointIDRE.MatchString(id) {
+		return api.Endpoint{}, badRequest("id: %q is not a valid endpoint ID", id)
+	}
+	if att.HostIfIndex <= 0 {
+		return api.Endpoint{}, badRequest("hostIfIndex: %d is not an interface index: give the host veth's ifindex", att.HostIfIndex)
+	}
+	if att.HostIfName == "" || len(att.HostIfName) > 15 {
+		return api.Endpoint{}, badRequest("hostIfName: %q is not an interface name", att.HostIfName)
+	}
+	for field, v := range map[string]string{"hostMAC": att.HostMAC, "workloadMAC": att.WorkloadMAC} {
+		if _, err := net.ParseMAC(v); err != nil {
+			return api.Endpoint{}, badRequest("%s: %q is not a MAC address", field, v)
+		}
+	}
+	a.epMu.Lock()
+	key := endpointPrefix(a.cfg.NodeName) + id
+	kv, ok, err := a.store.Get(ctx, key)
+	if err != nil {
+		a.epMu.Unlock()
+		return api.Endpoint{}, fmt.Errorf("read endpoint: %w", err)
+	}
+	if !ok {
+		a.epMu.Unlock()
+		return api.Endpoint{}, &httpError{404, fmt.Sprintf("endpoint %s not found: create it first", id)}
+	}
+	var ep api.Endpoint
+	if err := json.Unmarshal(kv.Value, &ep); err != nil {
+		a.epMu.Unlock()
+		return api.Endpoint{}, fmt.Errorf("decode endpoint %s: %w", key, err)
+	}
+	rev := kv.ModRevision
+	if ep.Attachment == nil || *ep.Attachment != att {
+		ep.Attachment = &att
+		b, _ := json.Marshal(ep)
+		res, err := a.store.Txn(ctx, store.Txn{
+			Compares: []store.Compare{{Key: key, ModRevision: kv.ModRevision}},
+			Ops:      []store.Op{{Type: store.OpPut, Key: key, Value: b}},
+		})
+		if err != nil {
+			a.epMu.Unlock()
+			return api.Endpoint{}, fmt.Errorf("record attachment: %w", err)
+		}
+		if !res.Succeeded {
+			a.epMu.Unlock()
+			return api.Endpoint{}, conflict("endpoint %s changed while attaching: retry", id)
+		}
+		rev = res.Revision
+	}
+	a.epMu.Unlock()
+	if a.dp != nil {
+		if err := a.dp.syncTo(ctx, rev); err != nil {
+			return api.Endpoint{}, fmt.Errorf("program datapath for %s: %w", id, err)
+		}
+	}
+	a.log.Info("endpoint attached", "endpoint", id, "host_if", att.HostIfName, "ifindex", att.HostIfIndex)
+	return ep, nil
+}
+
+// getEndpoint returns one of this node's endpoints.
+func (a *Agent) getEndpoint(ctx context.Context, id string) (api.Endpoint, error) {
+	kv, ok, err := a.store.Get(ctx, endpointPrefix(a.cfg.NodeName)+id)
+	if err != nil {
+		return api.Endpoint{}, err
+	}
+	if !ok {
+		return api.Endpoint{}, &httpError{404, fmt.Sprintf("endpoint %s not found on %s", id, a.cfg.NodeName)}
+	}
+	var ep api.Endpoint
+	return ep, json.Unmarshal(kv.Value, &ep)
+}
