@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -56,6 +57,24 @@ func teardown(name, dir string, st *state, log io.Writer) (bool, error) {
 	found := st != nil
 	ldir := labDir(dir, name)
 
+	// Workloads first, while their agents still answer the plugin's DEL;
+	// best effort, since the namespaces go away below in any case.
+	if st != nil && len(st.WorkloadList) > 0 {
+		fmt.Fprintf(log, "lab %s: removing %d workload(s)\n", name, len(st.WorkloadList))
+		for i := range st.WorkloadList {
+			for _, err := range removeWorkload(context.Background(), st, &st.WorkloadList[i]) {
+				fmt.Fprintf(log, "lab %s: %v (going on)\n", name, err)
+			}
+		}
+	}
+	if pids := strayProcs(isProbeServer(ldir)); len(pids) > 0 {
+		found = true
+		fmt.Fprintf(log, "lab %s: stopping %d probe server(s)\n", name, len(pids))
+		if err := stopProcs(isProbeServer(ldir), "probe server", pids, time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+
 	// Agents first: a namespace with a process in it outlives `ip netns
 	// delete`. The recorded pids are checked against their start time;
 	// the /proc scan finds agents whose pid never reached the state file.
@@ -108,7 +127,20 @@ func teardown(name, dir string, st *state, log io.Writer) (bool, error) {
 		}
 	}
 
-	if _, err := os.Stat(ldir); err == nil {
+	// The bpffs goes once no agent can hold a pin open. Whether or not the
+	// state recorded it (st.BPFFS), a mount at the lab's mount point is the
+	// lab's; no other path is trusted from the state file.
+	unmounted := true
+	if m := bpffsDir(dir, name); isMounted(m) {
+		found = true
+		fmt.Fprintf(log, "lab %s: unmounting bpffs %s\n", name, m)
+		if err := unmountBPFFS(m); err != nil {
+			errs = append(errs, err)
+			unmounted = false
+		}
+	}
+
+	if _, err := os.Stat(ldir); err == nil && unmounted {
 		found = true
 		if err := os.RemoveAll(ldir); err != nil {
 			errs = append(errs, fmt.Errorf("remove lab dir: %w", err))

@@ -11,6 +11,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -117,7 +118,16 @@ func Up(ctx context.Context, spec Spec, log io.Writer) (*Lab, error) {
 	if err := st.save(); err != nil {
 		return fail(err)
 	}
-	fmt.Fprintf(log, "lab %s: building %d cluster(s) of %d node(s)\n", st.Name, st.Clusters, st.Nodes)
+	if st.BPFFS != "" {
+		var nodes []string
+		for _, n := range st.NodeList {
+			nodes = append(nodes, n.Name)
+		}
+		if err := mountBPFFS(st.BPFFS, nodes); err != nil {
+			return fail(err)
+		}
+	}
+	fmt.Fprintf(log, "lab %s: building %d cluster(s) of %d node(s), datapath %s\n", st.Name, st.Clusters, st.Nodes, st.Mode)
 	if err := l.buildTopology(ctx); err != nil {
 		return fail(err)
 	}
@@ -140,8 +150,28 @@ func Up(ctx context.Context, spec Spec, log io.Writer) (*Lab, error) {
 	if err := l.WaitReady(wctx); err != nil {
 		return l, err
 	}
+	if err := l.addDefaultWorkloads(ctx); err != nil {
+		return l, err
+	}
 	fmt.Fprintf(log, "lab %s: ready\n", st.Name)
 	return l, nil
+}
+
+// addDefaultWorkloads makes Spec.Workloads workloads on every node.
+func (l *Lab) addDefaultWorkloads(ctx context.Context) error {
+	if l.st.Workloads == 0 {
+		return nil
+	}
+	fmt.Fprintf(l.log, "lab %s: creating %d workload(s) per node through the CNI plugin\n", l.st.Name, l.st.Workloads)
+	for _, n := range l.Nodes() {
+		c, k := l.st.nodeIndex(n.Name)
+		for i := 1; i <= l.st.Workloads; i++ {
+			if _, err := l.AddWorkload(ctx, n.Name, workloadName(c, k, i), workloadLabels(c, k, i)); err != nil {
+				return fmt.Errorf("lab %s: %w", l.st.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // plan lays out the whole lab: names, addresses, paths and keys.
@@ -158,6 +188,11 @@ func plan(spec Spec) (*state, error) {
 		AgentConfig: spec.AgentConfig,
 		Created:     time.Now().UTC().Truncate(time.Second),
 		Namespaces:  []string{routerNS(spec.Name)},
+		Mode:        spec.Mode,
+		Workloads:   spec.Workloads,
+	}
+	if !spec.NoAgents && spec.Mode != "none" {
+		st.BPFFS = bpffsDir(spec.Dir, spec.Name)
 	}
 	for c := 1; c <= spec.Clusters; c++ {
 		key := make([]byte, 32)
@@ -212,6 +247,13 @@ func agentConfig(st *state, n *nodeState) map[string]any {
 		"podPools":    podPools(n.Cluster),
 		"logLevel":    "info",
 		"logFormat":   "json",
+		// A lab made before modes existed ran without a datapath.
+		"datapathMode":      cmp.Or(st.Mode, "none"),
+		"underlayInterface": "eth0",
+		"underlayMTU":       1500,
+	}
+	if st.BPFFS != "" {
+		m["bpfPinDir"] = st.BPFFS + "/" + n.Name
 	}
 	if len(join) > 0 {
 		m["join"] = join
@@ -292,6 +334,7 @@ func (l *Lab) Spec() Spec {
 	return Spec{
 		Name: l.st.Name, Clusters: l.st.Clusters, Nodes: l.st.Nodes, Servers: l.st.Servers,
 		Binary: l.st.Binary, AgentConfig: l.st.AgentConfig, Dir: l.st.Dir, NoAgents: l.st.NoAgents,
+		Mode: cmp.Or(l.st.Mode, "none"), Workloads: l.st.Workloads,
 	}
 }
 
@@ -333,6 +376,16 @@ func (l *Lab) nodeLocked(name string) (*nodeState, error) {
 	return nil, fmt.Errorf("lab %s has no node %q: use one of %s", l.st.Name, name, strings.Join(l.memberNames(), ", "))
 }
 
+// nodeIndex returns the cluster and index of the node called name.
+func (st *state) nodeIndex(name string) (c, k int) {
+	for _, n := range st.NodeList {
+		if n.Name == name {
+			return n.Cluster, n.Index
+		}
+	}
+	return 0, 0
+}
+
 func (l *Lab) memberNames() []string {
 	names := []string{RouterMember}
 	for c := 1; c <= l.st.Clusters; c++ {
@@ -340,6 +393,9 @@ func (l *Lab) memberNames() []string {
 	}
 	for _, n := range l.st.NodeList {
 		names = append(names, n.Name)
+	}
+	for _, w := range l.st.WorkloadList {
+		names = append(names, w.Name)
 	}
 	return names
 }
@@ -470,8 +526,9 @@ func (l *Lab) setPort(node, updown string) error {
 }
 
 // Command returns a command that runs argv inside member's namespace:
-// a node name, RouterMember or a switch (c<c>-sw). For nodes FABRIC_SOCKET
-// points at the node's agent, so `fabric status` works inside.
+// a node name, a workload name, RouterMember or a switch (c<c>-sw). For
+// nodes FABRIC_SOCKET points at the node's agent, so `fabric status` works
+// inside.
 func (l *Lab) Command(ctx context.Context, member string, argv ...string) (*exec.Cmd, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("no command to run")
@@ -488,6 +545,9 @@ func (l *Lab) Command(ctx context.Context, member string, argv ...string) (*exec
 			if member == switchMember(c) {
 				ns = switchNS(l.st.Name, c)
 			}
+		}
+		if w := l.workloadLocked(member); ns == "" && w != nil {
+			ns = w.Namespace
 		}
 		if ns == "" {
 			n, err := l.nodeLocked(member)
@@ -529,6 +589,5 @@ func (l *Lab) LogTail(node string, n int) string {
 	if err != nil {
 		return fmt.Sprintf("(no agent.log: %v)", err)
 	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	return lastLines(string(data), n)
 }

@@ -335,3 +335,128 @@ func TestLabAgentExits(t *testing.T) {
 		t.Errorf("lab not left up for inspection: namespaces %v", got)
 	}
 }
+
+// TestLabWorkloads attaches workloads through the real CNI plugin and runs
+// the whole check: base checks and the connectivity matrix inside each
+// cluster. It skips only while the binary has no `fabric cni`; a plugin or
+// datapath that does not carry the traffic fails it.
+func TestLabWorkloads(t *testing.T) {
+	labtest.SkipUnlessAvailable(t)
+	labtest.SkipUnlessCNI(t, labtest.Binary(t))
+	before := rootNetState(t)
+	l := labtest.New(t, lab.Spec{Clusters: 2, Nodes: 2, Workloads: 2, Mode: "vxlan", Timeout: 60 * time.Second})
+	name, dir := l.Name(), lab.DefaultDir+"/"+l.Name()
+	ctx := context.Background()
+
+	// The bpffs is mounted with one folder per node.
+	if !mounted(t, dir+"/bpffs") {
+		t.Errorf("no bpffs at %s/bpffs", dir)
+	}
+	for _, n := range l.Nodes() {
+		if _, err := os.Stat(dir + "/bpffs/" + n.Name); err != nil {
+			t.Errorf("bpffs folder of %s: %v", n.Name, err)
+		}
+	}
+
+	ws := l.Workloads()
+	if len(ws) != 8 {
+		t.Fatalf("%d workloads, want 8: %+v", len(ws), ws)
+	}
+	for _, w := range ws {
+		if len(w.IPs) == 0 || w.ProbePID == 0 || !slices.Contains(netnsList(t), w.Namespace) {
+			t.Errorf("workload %+v: no address, probe server or namespace", w)
+		}
+		// Exec reaches workloads by name, and the plugin's addresses
+		// are on the workload's eth0.
+		out, err := l.Exec(ctx, w.Name, "ip", "-o", "addr", "show", "dev", "eth0")
+		if err != nil || len(w.IPs) > 0 && !strings.Contains(string(out), w.IPs[0].String()+"/") {
+			t.Errorf("eth0 of %s = %q, %v; want %v", w.Name, out, err, w.IPs)
+		}
+	}
+
+	start := time.Now()
+	r, err := l.Check(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	r.WriteText(&text)
+	if !r.OK() {
+		t.Errorf("check failed:\n%s", text.String())
+	}
+	// 2 workloads per node, 2 nodes: 12 ordered pairs per cluster.
+	if min := 2 * 12 * 2 * 2; len(r.Probes) < min {
+		t.Errorf("%d probes, want at least %d (TCP and UDP, both families):\n%s", len(r.Probes), min, text.String())
+	}
+	if !strings.Contains(text.String(), "cross-cluster") {
+		t.Errorf("check does not say cross-cluster traffic was skipped:\n%s", text.String())
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("check took %s", d)
+	}
+
+	// A workload added later with its own labels; then removed.
+	w, err := l.AddWorkload(ctx, "c1-n2", "web-1", "app=web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Labels != "app=web" || w.Namespace != "fl-"+name+"-c1n2w3" || len(w.IPs) == 0 {
+		t.Errorf("added workload %+v", w)
+	}
+	if _, err := l.AddWorkload(ctx, "c1-n1", "web-1", ""); err == nil {
+		t.Error("a second workload web-1 was accepted")
+	}
+	if err := l.DelWorkload(ctx, "web-1"); err != nil {
+		t.Error(err)
+	}
+	if slices.Contains(netnsList(t), w.Namespace) {
+		t.Errorf("namespace %s left after DelWorkload", w.Namespace)
+	}
+	if _, ok := l.Workload("web-1"); ok {
+		t.Error("web-1 still listed after DelWorkload")
+	}
+
+	if err := l.Down(); err != nil {
+		t.Fatal(err)
+	}
+	if left := labNamespaces(t, name); len(left) > 0 {
+		t.Errorf("namespaces left after Down: %v", left)
+	}
+	if mounted(t, dir+"/bpffs") {
+		t.Error("bpffs still mounted after Down")
+	}
+	if after := rootNetState(t); after != before {
+		t.Errorf("the machine's own namespace changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// TestLabControlPlaneOnly checks a lab with mode none: agents without a
+// datapath, no bpffs, no workloads, and a check that passes.
+func TestLabControlPlaneOnly(t *testing.T) {
+	labtest.SkipUnlessAvailable(t)
+	l := labtest.New(t, lab.Spec{Nodes: 1, Mode: "none", Timeout: 60 * time.Second})
+	if mounted(t, lab.DefaultDir+"/"+l.Name()+"/bpffs") {
+		t.Error("mode none mounted a bpffs")
+	}
+	r, err := l.Check(context.Background())
+	if err != nil || !r.OK() || len(r.Probes) != 0 {
+		t.Errorf("check = %+v, %v", r, err)
+	}
+	if _, err := l.AddWorkload(context.Background(), "c1-n1", "", ""); err == nil {
+		t.Error("a workload was attached without a datapath")
+	}
+}
+
+func mounted(t *testing.T, dir string) bool {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}

@@ -43,7 +43,7 @@ func TestValidateName(t *testing.T) {
 
 func TestSpecDefaults(t *testing.T) {
 	s := Spec{Name: "x"}.WithDefaults()
-	want := Spec{Name: "x", Clusters: 1, Nodes: 3, Servers: 3, Timeout: 90 * time.Second, Dir: DefaultDir}
+	want := Spec{Name: "x", Clusters: 1, Nodes: 3, Servers: 3, Timeout: 90 * time.Second, Dir: DefaultDir, Mode: "vxlan"}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("defaults = %+v, want %+v", s, want)
 	}
@@ -68,6 +68,11 @@ func TestSpecValidate(t *testing.T) {
 		{Spec{Name: "x", Nodes: 4, Servers: 2}, "--servers"},
 		{Spec{Name: "x", Dir: "/" + strings.Repeat("d", 90)}, "--dir"},
 		{Spec{Name: "X"}, "--name"},
+		{Spec{Name: "x", Mode: "ipip"}, "--mode"},
+		{Spec{Name: "x", Workloads: -1}, "--workloads"},
+		{Spec{Name: "x", Workloads: MaxWorkloads + 1}, "--workloads"},
+		{Spec{Name: "x", Workloads: 2, Mode: "none"}, "--workloads"},
+		{Spec{Name: "x", Workloads: 2, NoAgents: true}, "--workloads"},
 	} {
 		err := tc.spec.WithDefaults().Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.flag) {
@@ -76,6 +81,16 @@ func TestSpecValidate(t *testing.T) {
 	}
 	if err := (Spec{Name: "x", Clusters: 16, Nodes: 99}).WithDefaults().Validate(); err != nil {
 		t.Errorf("largest lab: %v", err)
+	}
+	for _, ok := range []Spec{
+		{Name: "x", Mode: "none"},
+		{Name: "x", Mode: "geneve", Workloads: 2},
+		{Name: "x", Mode: "native", Workloads: MaxWorkloads},
+		{Name: "x", NoAgents: true},
+	} {
+		if err := ok.WithDefaults().Validate(); err != nil {
+			t.Errorf("Validate(%+v) = %v", ok, err)
+		}
 	}
 }
 
@@ -127,6 +142,11 @@ func TestOwnsNamespace(t *testing.T) {
 		{"ab", "fl-ab-", false},
 		{"ab", "cni-1234", false},
 		{"ab-c", "fl-ab-c-rt", true},
+		{"ab", "fl-ab-c1n2w3", true},
+		{"ab", "fl-ab-c12n3w14", true},
+		{"ab", "fl-ab-c1n2w", false},
+		{"ab", "fl-ab-c-c1n2w1", false},
+		{"ab-c", "fl-ab-c-c1n2w1", true},
 	} {
 		if got := ownsNamespace(tc.lab, tc.ns); got != tc.want {
 			t.Errorf("ownsNamespace(%q, %q) = %v, want %v", tc.lab, tc.ns, got, tc.want)
@@ -155,7 +175,7 @@ func TestPlan(t *testing.T) {
 // TestAgentConfig checks the generated agent.yaml against the agent's own
 // loader and validation, so the two cannot drift apart silently.
 func TestAgentConfig(t *testing.T) {
-	st, err := plan(Spec{Name: "p", Clusters: 2, Nodes: 3, Servers: 3, Dir: "/base",
+	st, err := plan(Spec{Name: "p", Clusters: 2, Nodes: 3, Servers: 3, Dir: "/base", Mode: "vxlan",
 		AgentConfig: map[string]any{"cidrReleaseGrace": "3s"}})
 	if err != nil {
 		t.Fatal(err)
@@ -176,6 +196,9 @@ func TestAgentConfig(t *testing.T) {
 		}
 		if c.CIDRGrace != 3*time.Second {
 			t.Errorf("%s: override lost: cidrReleaseGrace = %s", n.Name, c.CIDRGrace)
+		}
+		if c.DatapathMode != "vxlan" || c.UnderlayInterface != "eth0" || c.UnderlayMTU != 1500 || c.BPFPinDir != "/base/p/bpffs/"+n.Name {
+			t.Errorf("%s: datapath settings %q %q %d %q", n.Name, c.DatapathMode, c.UnderlayInterface, c.UnderlayMTU, c.BPFPinDir)
 		}
 		if c.NodeName != n.Name || c.ClusterID != uint32(n.Cluster) || c.BootstrapExpect != 3 || !c.Server {
 			t.Errorf("%s: config %+v", n.Name, c)

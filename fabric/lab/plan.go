@@ -38,10 +38,49 @@ func labDir(dir, lab string) string        { return dir + "/" + lab }
 func stateFile(dir, lab string) string     { return labDir(dir, lab) + "/state.json" }
 func nodeDir(dir, lab, node string) string { return labDir(dir, lab) + "/" + node }
 
+// bpffsDir is where the lab mounts its own bpffs; each node pins under
+// bpffsDir/<node>. It cannot be /sys/fs/bpf: `ip netns exec` remounts /sys
+// for the agent, hiding the machine's bpffs, but leaves the lab dir alone.
+func bpffsDir(dir, lab string) string { return labDir(dir, lab) + "/bpffs" }
+
+// Workloads. A workload's namespace is named after its node and a number
+// that is unique on that node (fl-<lab>-c<c>n<k>w<i>), whatever the
+// workload is called, so the sweep in Down can recognise it; the default
+// workloads are also called after it: c<c>-n<k>-w<i>.
+func workloadNS(lab string, c, k, i int) string {
+	return fmt.Sprintf("%sc%dn%dw%d", nsPrefix(lab), c, k, i)
+}
+func workloadName(c, k, i int) string { return fmt.Sprintf("c%d-n%d-w%d", c, k, i) }
+
+// workloadLabels are the labels of a default workload: one app per index,
+// so w1 of every node shares an identity, and the node it runs on.
+func workloadLabels(c, k, i int) string { return fmt.Sprintf("app=w%d,node=%s", i, nodeName(c, k)) }
+
+// probeReadyFile is written by a workload's probe server once it listens;
+// its path in the server's command line also identifies the process as
+// the lab's.
+func probeReadyFile(dir, lab, workload string) string {
+	return labDir(dir, lab) + "/workloads/" + workload + probeReadySuffix
+}
+
+const probeReadySuffix = ".probe-ready"
+
+// workloadNameRE keeps workload names usable as CNI container IDs, file
+// names and `fabric lab exec` members.
+var workloadNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
+
+// ValidateWorkloadName reports whether name can name a workload.
+func ValidateWorkloadName(name string) error {
+	if !workloadNameRE.MatchString(name) {
+		return fmt.Errorf("workload name %q is not valid: use 1-40 lowercase letters, digits or '-', starting with a letter or digit (e.g. web-1)", name)
+	}
+	return nil
+}
+
 // nsSuffixRE matches exactly the suffixes a lab creates. Matching the whole
 // suffix (not just the prefix) keeps lab "ab" from sweeping the namespaces
 // of lab "ab-c", whose names also start with "fl-ab-".
-var nsSuffixRE = regexp.MustCompile(`^(rt|c[0-9]+sw|c[0-9]+n[0-9]+)$`)
+var nsSuffixRE = regexp.MustCompile(`^(rt|c[0-9]+sw|c[0-9]+n[0-9]+|c[0-9]+n[0-9]+w[0-9]+)$`)
 
 // ownsNamespace reports whether the namespace ns was made by lab.
 func ownsNamespace(lab, ns string) bool {

@@ -85,8 +85,31 @@ func isAgentConfig(labDir string) func(string) bool {
 	}
 }
 
+// isProbeServer matches the ready-file argument of any probe server of the
+// lab.
+func isProbeServer(labDir string) func(string) bool {
+	return func(a string) bool {
+		return strings.HasPrefix(a, labDir+"/") && strings.HasSuffix(a, probeReadySuffix)
+	}
+}
+
+// running reports whether w's recorded probe server is still ours.
+func (w *workloadState) probeRunning() bool {
+	if w.ProbePID <= 0 {
+		return false
+	}
+	start, _, err := procInfo(w.ProbePID)
+	if err != nil || start != w.ProbeStartTime {
+		return false
+	}
+	return hasArg(w.ProbePID, func(a string) bool { return a == w.ProbeReady })
+}
+
 // strayAgents scans /proc for agents of the lab.
-func strayAgents(labDir string) []int {
+func strayAgents(labDir string) []int { return strayProcs(isAgentConfig(labDir)) }
+
+// strayProcs scans /proc for processes with an argument that ours matches.
+func strayProcs(ours func(string) bool) []int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -97,7 +120,7 @@ func strayAgents(labDir string) []int {
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		if hasArg(pid, isAgentConfig(labDir)) {
+		if hasArg(pid, ours) {
 			pids = append(pids, pid)
 		}
 	}
@@ -108,14 +131,19 @@ func strayAgents(labDir string) []int {
 // then SIGKILL. Each signal is sent only after checking that the pid still
 // runs one of our agents.
 func stopAgents(labDir string, pids []int, grace time.Duration) error {
-	ours := isAgentConfig(labDir)
+	return stopProcs(isAgentConfig(labDir), "agent", pids, grace)
+}
+
+// stopProcs ends processes as stopAgents does; ours tells the lab's own
+// processes (of the kind what) from anyone else's by their arguments.
+func stopProcs(ours func(string) bool, what string, pids []int, grace time.Duration) error {
 	signal := func(pids []int, sig syscall.Signal) (alive []int, errs []error) {
 		for _, pid := range pids {
 			if !hasArg(pid, ours) {
 				continue
 			}
 			if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-				errs = append(errs, fmt.Errorf("signal agent %d: %w", pid, err))
+				errs = append(errs, fmt.Errorf("signal %s %d: %w", what, pid, err))
 				continue
 			}
 			alive = append(alive, pid)

@@ -24,6 +24,9 @@ type NodeStatus struct {
 	StoreRole string         `json:"storeRole,omitempty"`
 	Leader    string         `json:"leader,omitempty"`
 	PodCIDRs  []string       `json:"podCIDRs,omitempty"`
+	// Identities and Endpoints are the agent's counts.
+	Identities int `json:"identities"`
+	Endpoints  int `json:"endpoints"`
 	// Unhealthy lists the agent's failing health checks.
 	Unhealthy []string `json:"unhealthy,omitempty"`
 	// Error is why the node's API could not be read.
@@ -88,6 +91,7 @@ func (l *Lab) nodeStatus(ctx context.Context, n Node) NodeStatus {
 		s.Members[m.State]++
 	}
 	s.StoreRole, s.Leader, s.PodCIDRs = st.Store.Role, st.Store.Leader, st.Node.PodCIDRs
+	s.Identities, s.Endpoints = st.Identities, st.Endpoints
 	for _, name := range slices.Sorted(maps.Keys(st.Health.Checks)) {
 		if v := st.Health.Checks[name]; v != "ok" {
 			s.Unhealthy = append(s.Unhealthy, name+": "+v)

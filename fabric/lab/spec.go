@@ -3,6 +3,8 @@ package lab
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -30,7 +32,20 @@ type Spec struct {
 	Dir string
 	// NoAgents builds only the namespaces and links, without agents.
 	NoAgents bool
+	// Mode is the agents' datapathMode: vxlan (default), geneve, native,
+	// or none for a control-plane-only lab (no bpffs, no workloads).
+	Mode string
+	// Workloads per node (default 0) are created through the CNI plugin
+	// once the agents are ready; the CLI asks for 2 unless told otherwise.
+	Workloads int
 }
+
+// Modes are the datapath modes a lab can run, as the agent names them.
+var Modes = []string{"vxlan", "geneve", "native", "none"}
+
+// MaxWorkloads bounds Spec.Workloads: the check matrix grows with its
+// square.
+const MaxWorkloads = 16
 
 // WithDefaults returns s with every zero field set to its default.
 func (s Spec) WithDefaults() Spec {
@@ -52,6 +67,9 @@ func (s Spec) WithDefaults() Spec {
 	if s.Dir == "" {
 		s.Dir = DefaultDir
 	}
+	if s.Mode == "" {
+		s.Mode = "vxlan"
+	}
 	return s
 }
 
@@ -72,6 +90,17 @@ func (s Spec) Validate() error {
 		errs = append(errs, fmt.Errorf("--servers: %d is out of range: use 1..%d (the nodes per cluster)", s.Servers, s.Nodes))
 	} else if s.Servers%2 == 0 {
 		errs = append(errs, fmt.Errorf("--servers: %d cannot keep a Raft majority through a failure any better than %d: use an odd number", s.Servers, s.Servers-1))
+	}
+	if !slices.Contains(Modes, s.Mode) {
+		errs = append(errs, fmt.Errorf("--mode: %q is unknown: use %s", s.Mode, strings.Join(Modes, ", ")))
+	}
+	switch {
+	case s.Workloads < 0 || s.Workloads > MaxWorkloads:
+		errs = append(errs, fmt.Errorf("--workloads: %d is out of range: use 0..%d per node", s.Workloads, MaxWorkloads))
+	case s.Workloads > 0 && s.NoAgents:
+		errs = append(errs, fmt.Errorf("--workloads: workloads need agents: drop --no-agents or use --workloads 0"))
+	case s.Workloads > 0 && s.Mode == "none":
+		errs = append(errs, fmt.Errorf("--workloads: workloads need a datapath: use --mode vxlan, geneve or native, or --workloads 0"))
 	}
 	if s.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("--timeout: %s is negative: use e.g. 90s", s.Timeout))

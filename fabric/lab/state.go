@@ -31,6 +31,32 @@ type state struct {
 	// GossipKeys holds one base64 key per cluster, index c-1.
 	GossipKeys []string    `json:"gossipKeys"`
 	NodeList   []nodeState `json:"nodeList"`
+	// Mode is the datapath mode of every agent; empty in labs made before
+	// modes existed, which ran without a datapath.
+	Mode string `json:"mode,omitempty"`
+	// Workloads is how many workloads per node `up` made.
+	Workloads int `json:"workloads,omitempty"`
+	// BPFFS is the bpffs mount point, recorded before mounting so Down
+	// unmounts it even after a crash.
+	BPFFS string `json:"bpffs,omitempty"`
+	// WorkloadList holds every workload, recorded before its namespace
+	// is made; IPs are filled in once the CNI plugin answers.
+	WorkloadList []workloadState `json:"workloadList,omitempty"`
+}
+
+type workloadState struct {
+	Name      string       `json:"name"`
+	Node      string       `json:"node"`
+	Cluster   int          `json:"cluster"`
+	Index     int          `json:"index"` // the w<i> of the namespace
+	Namespace string       `json:"namespace"`
+	Labels    string       `json:"labels"`
+	IPs       []netip.Addr `json:"ips,omitempty"`
+	// Probe server: pid and start time, as for agents, and the file it
+	// writes once it listens (also the argument that identifies it).
+	ProbePID       int    `json:"probePID,omitempty"`
+	ProbeStartTime uint64 `json:"probeStartTime,omitempty"`
+	ProbeReady     string `json:"probeReady"`
 }
 
 type nodeState struct {

@@ -27,11 +27,19 @@ var build struct {
 	err  error
 }
 
+// BinaryEnv names a prebuilt fabric binary for Binary to return instead of
+// building one, e.g. to run the lab tests against a wrapper or a release.
+const BinaryEnv = "FABRIC_LABTEST_BINARY"
+
 // Binary returns the path of a fabric binary built from this checkout, once
-// per test process.
+// per test process (or $FABRIC_LABTEST_BINARY when set).
 func Binary(tb testing.TB) string {
 	tb.Helper()
 	build.once.Do(func() {
+		if p := os.Getenv(BinaryEnv); p != "" {
+			build.path = p
+			return
+		}
 		root, err := ModuleRoot()
 		if err != nil {
 			build.err = err
@@ -161,4 +169,15 @@ func trimNewline(p []byte) []byte {
 		return p[:n-1]
 	}
 	return p
+}
+
+// SkipUnlessCNI skips the test when binary has no CNI plugin subcommand
+// (`fabric cni --help` fails), so workload tests wait for the plugin
+// rather than fail. It does not skip when the plugin exists but does not
+// work: that is a failure for the test to report.
+func SkipUnlessCNI(tb testing.TB, binary string) {
+	tb.Helper()
+	if !lab.HasCNI(binary) {
+		tb.Skipf("%s has no `cni` subcommand yet (`fabric cni --help` fails): workloads need the CNI plugin", binary)
+	}
 }
