@@ -118,6 +118,11 @@ func TestCompileState(t *testing.T) {
 	if _, err := compile(State{Endpoints: []Endpoint{ep, ep}}, ModeVXLAN); err == nil {
 		t.Error("the same IP on two endpoints was accepted")
 	}
+	// A bad entry is reported but does not hold back the good ones.
+	part, err := compile(State{Endpoints: []Endpoint{big, ep}}, ModeVXLAN)
+	if err == nil || len(part.endpoints) != 2 {
+		t.Errorf("partly invalid state: %d endpoint keys, %v; want the valid endpoint's 2 and an error", len(part.endpoints), err)
+	}
 	v6node := []IPCacheEntry{{Prefix: netip.MustParsePrefix("fd00:210:2::/64"), Node: netip.MustParseAddr("fd77::2")}}
 	if _, err := compile(State{IPCache: v6node}, ModeVXLAN); err == nil {
 		t.Error("an IPv6 tunnel endpoint was accepted in vxlan mode")

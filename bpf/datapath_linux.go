@@ -301,13 +301,12 @@ func lxcIfindex(name string) (int, bool) {
 // lose every other, each endpoint's host veth gets the lxc program (once,
 // pinned), and links of endpoints no longer in st are removed. It may be
 // called any number of times with the same state; that changes nothing.
-// On error the datapath holds a mix of the old and the new state; calling
-// Apply again converges.
+// Invalid entries of st (a duplicate IP, an identity beyond the VNI) are
+// left out and reported in the error while the rest is applied. On any other
+// error the datapath holds a mix of the old and the new state; calling Apply
+// again converges.
 func (d *Datapath) Apply(st State) error {
-	want, err := compile(st, d.cfg.Mode)
-	if err != nil {
-		return err
-	}
+	want, invalid := compile(st, d.cfg.Mode)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -317,7 +316,7 @@ func (d *Datapath) Apply(st State) error {
 	// Order: detach links of endpoints that left before their entries go,
 	// fill the maps, then attach new endpoints so their first packet finds
 	// its entries.
-	var errs []error
+	errs := []error{invalid}
 	for name := range d.links {
 		if ifindex, ok := lxcIfindex(name); ok {
 			if _, keep := want.devices[uint32(ifindex)]; !keep {

@@ -95,7 +95,10 @@ type desired struct {
 	ipcache   map[ipcacheKey]remoteInfo
 }
 
-// compile checks st and turns it into map contents for mode.
+// compile checks st and turns it into map contents for mode. Entries it
+// rejects are left out and reported in the error; the rest is always
+// returned, so that one bad record in the store does not freeze the
+// datapath.
 func compile(st State, mode Mode) (desired, error) {
 	d := desired{
 		endpoints: make(map[endpointKey]endpointInfo),
@@ -158,7 +161,7 @@ func compile(st State, mode Mode) (desired, error) {
 		d.ipcache[k] = remoteInfoOf(e)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return desired{}, fmt.Errorf("datapath state: %w", err)
+		return d, fmt.Errorf("datapath state: %w", err)
 	}
 	return d, nil
 }
