@@ -7,7 +7,7 @@ import (
 )
 
 // ParseKey decodes a gossip encryption key written as standard base64 (as
-// printed by `openssl rand -base64 32`). It accepts AES-128, -192 and -256
+// printed by `fabric keygen`). It accepts AES-128, -192 and -256
 // keys (16, 24 or 32 bytes).
 func ParseKey(s string) ([]byte, error) {
 	s = strings.TrimSpace(s)

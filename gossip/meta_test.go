@@ -138,7 +138,7 @@ func TestParseKey(t *testing.T) {
 		t.Errorf("ParseKey: %x %v", got, err)
 	}
 	for _, bad := range []string{"", "!!!", base64.StdEncoding.EncodeToString(make([]byte, 20))} {
-		if _, err := ParseKey(bad); err == nil || !strings.Contains(err.Error(), "openssl rand") {
+		if _, err := ParseKey(bad); err == nil || !strings.Contains(err.Error(), "fabric keygen") {
 			t.Errorf("ParseKey(%q) err = %v, want one naming the fix", bad, err)
 		}
 	}
