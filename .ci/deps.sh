@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Fabric's build, tests and lab need from Debian's packages,
 # only what is missing, so a second run takes well under a second.
-# Usage: .ci/deps.sh [bench]   (bench also installs the baselines: etcd)
+# Usage: .ci/deps.sh [bench|generate]   (bench also installs the baselines: etcd;
+# generate installs clang and libbpf headers for the eBPF programs)
 set -euo pipefail
 
 need=()
@@ -12,6 +13,13 @@ want ip iproute2
 want ping iputils-ping
 want sysctl procps
 want bridge iproute2
+want tcpdump tcpdump
+want iperf3 iperf3
+if [ "${1:-}" = generate ]; then
+	want clang clang
+	want llvm-strip llvm
+	[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+fi
 if [ "${1:-}" = bench ]; then
 	want etcd etcd-server
 	want etcdctl etcd-client

@@ -131,3 +131,19 @@ func TestCompileState(t *testing.T) {
 		t.Errorf("an IPv6 nexthop in native mode: %v", err)
 	}
 }
+
+// entryOf must read back exactly what ipcacheKeyOf and remoteInfoOf wrote,
+// or what operators see of the kernel's ipcache would lie.
+func TestIPCacheEntryRoundTrip(t *testing.T) {
+	for _, e := range []IPCacheEntry{
+		{Prefix: netip.MustParsePrefix("10.201.3.0/24"), Node: netip.MustParseAddr("10.99.1.12")},
+		{Prefix: netip.MustParsePrefix("10.201.3.7/32"), Identity: 0x11000, Node: netip.MustParseAddr("10.99.1.12")},
+		{Prefix: netip.MustParsePrefix("fd00:201::d00/120"), Node: netip.MustParseAddr("fd99:1::12")},
+		{Prefix: netip.MustParsePrefix("10.99.1.11/32"), Identity: 6},
+	} {
+		got := entryOf(ipcacheKeyOf(e.Prefix), remoteInfoOf(e))
+		if got != e {
+			t.Errorf("round trip of %+v gave %+v", e, got)
+		}
+	}
+}

@@ -416,6 +416,29 @@ func (d *Datapath) IngressSeen() (map[[2]uint32]uint64, error) {
 	return out, nil
 }
 
+// IPCache reads the ipcache map back from the kernel (not from the last
+// Apply), so operators and tests see what the datapath really uses.
+func (d *Datapath) IPCache() ([]IPCacheEntry, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, errors.New("ipcache: datapath is closed")
+	}
+	var (
+		k   ipcacheKey
+		v   remoteInfo
+		out []IPCacheEntry
+	)
+	it := d.lxc.Ipcache.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, entryOf(k, v))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read ipcache: %w", err)
+	}
+	return out, nil
+}
+
 // Drops returns the datapath's drop counters by reason.
 func (d *Datapath) Drops() (map[string]uint64, error) {
 	d.mu.Lock()

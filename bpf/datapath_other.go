@@ -18,5 +18,6 @@ func Open(cfg Config) (*Datapath, error) { return nil, errOS }
 func (d *Datapath) Apply(st State) error                       { return errOS }
 func (d *Datapath) IngressSeen() (map[[2]uint32]uint64, error) { return nil, errOS }
 func (d *Datapath) Drops() (map[string]uint64, error)          { return nil, errOS }
+func (d *Datapath) IPCache() ([]IPCacheEntry, error)           { return nil, errOS }
 func (d *Datapath) Close() error                               { return nil }
 func (d *Datapath) Destroy() error                             { return errOS }

@@ -88,6 +88,26 @@ func remoteInfoOf(e IPCacheEntry) remoteInfo {
 	return r
 }
 
+// addrOf is the inverse of addrBytes.
+func addrOf(family uint8, b [16]byte) netip.Addr {
+	if family == familyV4 {
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return netip.AddrFrom16(b)
+}
+
+// entryOf is the inverse of ipcacheKeyOf and remoteInfoOf.
+func entryOf(k ipcacheKey, v remoteInfo) IPCacheEntry {
+	e := IPCacheEntry{
+		Prefix:   netip.PrefixFrom(addrOf(k.Family, k.Addr), int(k.Prefixlen)-32),
+		Identity: v.Identity,
+	}
+	if v.NodeFamily != 0 {
+		e.Node = addrOf(v.NodeFamily, v.Node)
+	}
+	return e
+}
+
 // desired is the content of every map for one State.
 type desired struct {
 	endpoints map[endpointKey]endpointInfo

@@ -37,12 +37,14 @@ type Agent struct {
 	log     *slog.Logger
 	started time.Time
 
-	pool   *gossip.Pool
-	store  *store.Store
-	ipam   *ipam.Allocator
-	ids    *identity.Allocator
-	api    *apiServer
-	dp     *dpReconciler // nil in datapath mode none
+	pool  *gossip.Pool
+	store *store.Store
+	ipam  *ipam.Allocator
+	ids   *identity.Allocator
+	api   *apiServer
+	dp    *dpReconciler // nil in datapath mode none
+	// nodes mirrors nodes/: every node the cluster has recorded.
+	nodes  *mirror
 	meta   gossip.Meta
 	metaMu sync.Mutex
 
@@ -138,7 +140,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ipam = ipam.New(a.ipamConfig(), st, a.cfg.NodeName, a.log.With("subsys", "ipam"))
 	a.ids = identity.New(a.identityConfig(), st, a.cfg.NodeName, a.log.With("subsys", "identity"))
 
-	var loops []func(context.Context)
+	a.nodes = newMirror("nodes/", a.log.With("subsys", "nodes"))
+	loops := []func(context.Context){func(ctx context.Context) { a.nodes.run(ctx, st) }, a.rejoinLoop}
 	if a.cfg.DatapathMode != "none" {
 		dp, err := a.openDatapath()
 		if err != nil {
@@ -258,6 +261,47 @@ func (a *Agent) peers() []store.Peer {
 	return out
 }
 
+// rejoinLoop joins, through gossip, every node the store knows that gossip
+// does not. A restarted server only knows its join addresses (often just
+// the servers); without this it would learn of the other nodes only at the
+// next push/pull, and meanwhile think them absent.
+func (a *Agent) rejoinLoop(ctx context.Context) {
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.nodes.Changed():
+		case <-tick.C:
+		}
+		recs, ok := a.nodes.Snapshot()
+		if !ok {
+			continue
+		}
+		known := map[string]bool{}
+		for _, m := range a.pool.Members() {
+			known[m.Meta.Name] = true
+		}
+		var addrs []string
+		for _, raw := range recs {
+			var rec nodeRecord
+			if json.Unmarshal(raw, &rec) != nil || rec.Name == a.cfg.NodeName || known[rec.Name] || len(rec.Underlay) == 0 {
+				continue
+			}
+			addrs = append(addrs, rec.Underlay[0])
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		if n, err := a.pool.Join(addrs); err == nil {
+			a.log.Info("joined nodes known to the store but not to gossip", "addrs", addrs, "contacted", n)
+		} else {
+			a.log.Debug("rejoin from the store", "addrs", addrs, "err", err)
+		}
+	}
+}
+
 // nodeRecord is what the agent keeps under nodes/<name>.
 type nodeRecord struct {
 	Name      string   `json:"name"`
@@ -357,13 +401,8 @@ func (a *Agent) leaderLoop(ctx context.Context) {
 			collector = identity.NewCollector(a.identityConfig(), a.store, a.log.With("subsys", "identity"))
 			a.log.Info("leading the store: running CIDR release and identity collection")
 		}
-		alive := map[string]bool{}
-		for _, m := range a.pool.Members() {
-			if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
-				alive[m.Meta.Name] = true
-			}
-		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		alive := a.presumedAlive()
 		released, err := releaser.Reconcile(cctx, alive, time.Now())
 		if err != nil {
 			a.log.Warn("CIDR release", "err", err)
@@ -376,6 +415,34 @@ func (a *Agent) leaderLoop(ctx context.Context) {
 		}
 		cancel()
 	}
+}
+
+// gossipSettle is how long after start a node that gossip has not heard of
+// at all is presumed alive rather than absent: a restarted agent learns
+// the cluster's members over its first seconds, and must not release their
+// CIDRs meanwhile. Nodes gossip knows to be dead count as absent at once.
+const gossipSettle = 30 * time.Second
+
+// presumedAlive returns the nodes the CIDR release must treat as present.
+func (a *Agent) presumedAlive() map[string]bool {
+	alive := map[string]bool{}
+	known := map[string]bool{}
+	for _, m := range a.pool.Members() {
+		known[m.Meta.Name] = true
+		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
+			alive[m.Meta.Name] = true
+		}
+	}
+	if time.Since(a.started) < gossipSettle {
+		recs, _ := a.nodes.Snapshot()
+		for _, raw := range recs {
+			var rec nodeRecord
+			if json.Unmarshal(raw, &rec) == nil && !known[rec.Name] {
+				alive[rec.Name] = true
+			}
+		}
+	}
+	return alive
 }
 
 // forgetNode removes what a released node left in the store besides its

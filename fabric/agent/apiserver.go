@@ -73,6 +73,8 @@ func newAPIServer(a *Agent, socket string) (*apiServer, error) {
 	mux.HandleFunc("GET /v1/endpoints/{id}", s.handle(s.getEndpoint))
 	mux.HandleFunc("DELETE /v1/endpoints/{id}", s.handle(s.deleteEndpoint))
 	mux.HandleFunc("PUT /v1/endpoints/{id}/attachment", s.handle(s.attachEndpoint))
+	mux.HandleFunc("GET /v1/datapath/ipcache", s.handle(s.datapathIPCache))
+	mux.HandleFunc("GET /v1/datapath/identities", s.handle(s.datapathSeen))
 	mux.HandleFunc("GET /v1/kv", s.handle(s.getKV))
 	mux.HandleFunc("POST /v1/kv", s.handle(s.putKV))
 	mux.HandleFunc("GET /v1/gossip/keys", s.handle(s.keyring))
@@ -154,6 +156,22 @@ func (s *apiServer) deleteEndpoint(r *http.Request) (any, error) {
 
 func (s *apiServer) listEndpoints(r *http.Request) (any, error) {
 	return s.a.listEndpoints(r.Context(), r.URL.Query().Get("all") != "")
+}
+
+var errNoDatapath = &httpError{http.StatusNotFound, "this node runs no datapath (datapathMode none)"}
+
+func (s *apiServer) datapathIPCache(*http.Request) (any, error) {
+	if s.a.dp == nil {
+		return nil, errNoDatapath
+	}
+	return s.a.dp.ipcache()
+}
+
+func (s *apiServer) datapathSeen(*http.Request) (any, error) {
+	if s.a.dp == nil {
+		return nil, errNoDatapath
+	}
+	return s.a.dp.seen()
 }
 
 func (s *apiServer) getKV(r *http.Request) (any, error) {

@@ -16,7 +16,6 @@ import (
 	"github.com/fabric-net/fabric/fabric/api"
 	"github.com/fabric-net/fabric/fabric/identity"
 	"github.com/fabric-net/fabric/fabric/store"
-	"github.com/fabric-net/fabric/gossip"
 	"github.com/fabric-net/fabric/tunnel"
 )
 
@@ -26,6 +25,11 @@ type Datapath interface {
 	// Apply makes the kernel match st. It is idempotent and may be called
 	// as often as the desired state changes.
 	Apply(st bpf.State) error
+	// IPCache reads back the IP cache the kernel uses.
+	IPCache() ([]bpf.IPCacheEntry, error)
+	// IngressSeen counts deliveries per {source, destination} identity:
+	// what the receiving side resolved as the sender.
+	IngressSeen() (map[[2]uint32]uint64, error)
 	// Close releases the agent's handles; forwarding goes on without it.
 	Close() error
 }
@@ -33,9 +37,14 @@ type Datapath interface {
 // vxlanDevice is the name of the node's VXLAN device in vxlan mode.
 const vxlanDevice = "fabric_vxlan"
 
-// dpReconciler turns the store's endpoints and nodes, and gossip's view of
-// who is alive, into the datapath's desired state, and applies it whenever
-// any of them changes.
+// dpReconciler turns the store's endpoints and nodes into the datapath's
+// desired state, and applies it whenever either changes.
+//
+// It deliberately ignores gossip liveness: a node whose agent died keeps
+// forwarding through its pinned programs, so dropping its routes when gossip
+// declares it dead would break the flows a restart must not break. A node
+// leaves everyone's datapath when it is removed from the store: after the
+// CIDR release grace, or by an operator.
 type dpReconciler struct {
 	a     *Agent
 	dp    Datapath
@@ -101,17 +110,14 @@ func newDPReconciler(a *Agent, dp Datapath) *dpReconciler {
 		a:     a,
 		dp:    dp,
 		eps:   newMirror("endpoints/", a.log.With("subsys", "datapath")),
-		nodes: newMirror("nodes/", a.log.With("subsys", "datapath")),
+		nodes: a.nodes,
 	}
 }
 
-// run follows the store and gossip until ctx ends. A periodic pass repairs
-// anything changed behind the agent's back.
+// run follows the store until ctx ends. A periodic pass repairs anything
+// changed behind the agent's back.
 func (r *dpReconciler) run(ctx context.Context) {
 	go r.eps.run(ctx, r.a.store)
-	go r.nodes.run(ctx, r.a.store)
-	events, cancel := r.a.pool.Subscribe(256)
-	defer cancel()
 	resync := time.NewTicker(10 * time.Second)
 	defer resync.Stop()
 	for {
@@ -120,7 +126,6 @@ func (r *dpReconciler) run(ctx context.Context) {
 			return
 		case <-r.eps.Changed():
 		case <-r.nodes.Changed():
-		case <-events:
 		case <-resync.C:
 			r.mu.Lock()
 			r.applied = false // force a full Apply
@@ -166,8 +171,8 @@ func (r *dpReconciler) syncTo(ctx context.Context, rev int64) error {
 }
 
 // desired builds the datapath state: this node's attached endpoints; the
-// other alive nodes' endpoints (with their identities) and pod CIDRs,
-// reached through their underlay address; node addresses as remote-node.
+// other nodes' endpoints (with their identities) and pod CIDRs, reached
+// through their underlay address; node addresses as remote-node.
 func (r *dpReconciler) desired() (bpf.State, bool) {
 	eps, ok1 := r.eps.Snapshot()
 	nodes, ok2 := r.nodes.Snapshot()
@@ -175,12 +180,6 @@ func (r *dpReconciler) desired() (bpf.State, bool) {
 		return bpf.State{}, false
 	}
 	self := r.a.cfg.NodeName
-	alive := map[string]bool{}
-	for _, m := range r.a.pool.Members() {
-		if m.State == gossip.StateAlive || m.State == gossip.StateSuspect {
-			alive[m.Meta.Name] = true
-		}
-	}
 	// Per node, the underlay address to tunnel (or route) to per family
 	// of the inner packet: the overlays carry both families over IPv4;
 	// native routing needs a next hop of the packet's own family.
@@ -209,7 +208,7 @@ func (r *dpReconciler) desired() (bpf.State, bool) {
 			}
 			st.IPCache = append(st.IPCache, bpf.IPCacheEntry{Prefix: netip.PrefixFrom(ip, ip.BitLen()), Identity: uint32(id)})
 		}
-		if rec.Name == self || !alive[rec.Name] || !h.v4.IsValid() {
+		if rec.Name == self || !h.v4.IsValid() {
 			continue
 		}
 		hops[rec.Name] = h
@@ -283,6 +282,43 @@ func (r *dpReconciler) status() api.DatapathStatus {
 		ds.Error = r.lastErr.Error()
 	}
 	return ds
+}
+
+// ipcache reports the kernel's IP cache.
+func (r *dpReconciler) ipcache() ([]api.IPCacheEntry, error) {
+	entries, err := r.dp.IPCache()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.IPCacheEntry, 0, len(entries))
+	for _, e := range entries {
+		ae := api.IPCacheEntry{Prefix: e.Prefix.String(), Identity: e.Identity}
+		if e.Node.IsValid() {
+			ae.Node = e.Node.String()
+		}
+		out = append(out, ae)
+	}
+	slices.SortFunc(out, func(x, y api.IPCacheEntry) int { return strings.Compare(x.Prefix, y.Prefix) })
+	return out, nil
+}
+
+// seen reports the identities the receiving side resolved.
+func (r *dpReconciler) seen() ([]api.IdentityFlow, error) {
+	m, err := r.dp.IngressSeen()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.IdentityFlow, 0, len(m))
+	for k, n := range m {
+		out = append(out, api.IdentityFlow{Source: k[0], Destination: k[1], Packets: n})
+	}
+	slices.SortFunc(out, func(x, y api.IdentityFlow) int {
+		if x.Source != y.Source {
+			return int(x.Source) - int(y.Source)
+		}
+		return int(x.Destination) - int(y.Destination)
+	})
+	return out, nil
 }
 
 // attachEndpoint records that the endpoint's interface exists and waits

@@ -88,6 +88,18 @@ func (c *Client) Endpoints(ctx context.Context, all bool) ([]Endpoint, error) {
 	return eps, c.do(ctx, http.MethodGet, p, nil, &eps)
 }
 
+// IPCache reads the node's datapath IP cache from the kernel.
+func (c *Client) IPCache(ctx context.Context) ([]IPCacheEntry, error) {
+	var out []IPCacheEntry
+	return out, c.do(ctx, http.MethodGet, "/v1/datapath/ipcache", nil, &out)
+}
+
+// IdentityFlows returns the datapath's per-identity delivery counters.
+func (c *Client) IdentityFlows(ctx context.Context) ([]IdentityFlow, error) {
+	var out []IdentityFlow
+	return out, c.do(ctx, http.MethodGet, "/v1/datapath/identities", nil, &out)
+}
+
 // Get reads one store key.
 func (c *Client) Get(ctx context.Context, key string) (KV, error) {
 	var kv KV

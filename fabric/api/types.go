@@ -166,3 +166,20 @@ type Keyring struct {
 type Error struct {
 	Error string `json:"error"`
 }
+
+// IPCacheEntry is one entry of a node's datapath IP cache as the kernel
+// holds it: a prefix, the identity of its addresses, and the node (underlay
+// address) that serves it.
+type IPCacheEntry struct {
+	Prefix   string `json:"prefix"`
+	Identity uint32 `json:"identity"`
+	Node     string `json:"node,omitempty"`
+}
+
+// IdentityFlow counts packets the datapath delivered from one identity to
+// another: the source identity is what the receiving side resolved.
+type IdentityFlow struct {
+	Source      uint32 `json:"source"`
+	Destination uint32 `json:"destination"`
+	Packets     uint64 `json:"packets"`
+}

@@ -27,7 +27,7 @@ func newLabCmd() *cobra.Command {
 			"Kubernetes), runs a real agent in each node, and removes all of it again. It needs root and\n" +
 			"iproute2, and never changes the machine's own network namespace.",
 	}
-	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabStatusCmd(), newLabListCmd(), newLabExecCmd(),
+	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabRestartCmd(), newLabStatusCmd(), newLabListCmd(), newLabExecCmd(),
 		newLabWorkloadCmd(), newLabCheckCmd(), newLabProbeServeCmd(), newLabProbeCmd())
 	return cmd
 }
@@ -169,6 +169,55 @@ func newLabDownCmd() *cobra.Command {
 		},
 	}
 	f.register(cmd)
+	return cmd
+}
+
+func newLabRestartCmd() *cobra.Command {
+	var (
+		f    labFlags
+		kill bool
+	)
+	cmd := &cobra.Command{
+		Use:   "restart NODE",
+		Short: "Restart a node's agent (--kill: with SIGKILL, as a crash would)",
+		Long: "Restart a node's agent. With --kill the agent gets SIGKILL, as in a crash; workloads keep\n" +
+			"their traffic flowing meanwhile through the datapath's pinned programs and maps.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := f.load()
+			if err != nil {
+				return err
+			}
+			sig := syscall.SIGTERM
+			if kill {
+				sig = syscall.SIGKILL
+			}
+			if l.Running(args[0]) {
+				if err := l.Kill(args[0], sig); err != nil {
+					return err
+				}
+				// SIGTERM: wait for the clean shutdown to finish.
+				for deadline := time.Now().Add(10 * time.Second); l.Running(args[0]); {
+					if time.Now().After(deadline) {
+						return fmt.Errorf("agent of %s did not stop within 10s", args[0])
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			if err := l.Start(args[0]); err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 60*time.Second)
+			defer cancel()
+			if err := l.WaitReady(ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "agent of %s restarted (pid %d)\n", args[0], l.PID(args[0]))
+			return nil
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().BoolVar(&kill, "kill", false, "stop the agent with SIGKILL instead of SIGTERM")
 	return cmd
 }
 

@@ -366,8 +366,18 @@ func (l *Lab) probeCells(ctx context.Context, binary, src string, cells []ProbeR
 		}
 		return
 	}
-	for j, i := range idx {
-		o := outcomes[j]
+	// The probe groups its flags by protocol, so its lines come in another
+	// order than the cells: match them by protocol and address.
+	byTarget := make(map[string]ProbeOutcome, len(outcomes))
+	for _, o := range outcomes {
+		byTarget[o.Proto+" "+o.Addr] = o
+	}
+	for _, i := range idx {
+		o, ok := byTarget[cells[i].Proto+" "+netip.AddrPortFrom(cells[i].Address, ProbePort).String()]
+		if !ok {
+			cells[i].Error = fmt.Sprintf("probe on %s: no result for this target", src)
+			continue
+		}
 		cells[i].OK, cells[i].Latency, cells[i].Error = o.OK, o.Latency, o.Error
 	}
 }

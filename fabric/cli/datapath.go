@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newDatapathCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "datapath", Short: "Inspect this node's eBPF datapath"}
+	var output string
+	ipcache := &cobra.Command{
+		Use: "ipcache", Short: "List the IP cache as the kernel holds it", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			entries, err := clientFor(cmd).IPCache(ctx)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), entries)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PREFIX\tIDENTITY\tNODE")
+			for _, e := range entries {
+				fmt.Fprintf(tw, "%s\t%d\t%s\n", e.Prefix, e.Identity, orNone(e.Node))
+			}
+			return tw.Flush()
+		},
+	}
+	ipcache.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	identities := &cobra.Command{
+		Use: "identities", Short: "Packets delivered per source and destination identity", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			flows, err := clientFor(cmd).IdentityFlows(ctx)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), flows)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SOURCE\tDESTINATION\tPACKETS")
+			for _, f := range flows {
+				fmt.Fprintf(tw, "%d\t%d\t%d\n", f.Source, f.Destination, f.Packets)
+			}
+			return tw.Flush()
+		},
+	}
+	identities.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.AddCommand(ipcache, identities)
+	return cmd
+}
