@@ -6,9 +6,11 @@ BIN := bin/fabric
 LAB ?= demo
 CLUSTERS ?= 2
 NODES ?= 3
+WORKLOADS ?= 2
+MODE ?= vxlan
 TEST_TIMEOUT ?= 30m
 
-.PHONY: help deps build test unit generate lab lab-down bench clean
+.PHONY: help deps build test generate lab lab-down bench clean
 
 help: ## show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,15 +25,13 @@ test: deps ## run every test: unit, fuzz seeds, and (as root) the lab tests
 	$(GO) vet ./...
 	$(GO) test -p 2 -timeout $(TEST_TIMEOUT) ./...
 
-unit: ## run the tests that need no root (lab tests skip)
-	FABRIC_SKIP_LAB=1 $(GO) test ./...
-
-generate: ## regenerate generated code (none yet: the eBPF bindings come with the datapath)
+generate: ## rebuild the eBPF objects and their Go bindings (installs clang and libbpf headers)
+	@.ci/deps.sh generate
 	$(GO) generate ./...
 
-lab: deps build ## bring up the lab (2 clusters x 3 nodes) and run its check
+lab: deps build ## bring up the lab (2 clusters x 3 nodes x 2 workloads, MODE=vxlan) and run its check
 	-./$(BIN) lab down --name $(LAB) >/dev/null 2>&1
-	./$(BIN) lab up --name $(LAB) --clusters $(CLUSTERS) --nodes $(NODES)
+	./$(BIN) lab up --name $(LAB) --clusters $(CLUSTERS) --nodes $(NODES) --workloads $(WORKLOADS) --mode $(MODE)
 	./$(BIN) lab check --name $(LAB)
 
 lab-down: build ## remove the lab
