@@ -57,9 +57,16 @@ func (c *cleanup) tempDir(pattern string) (string, func(), error) {
 // signal, so that it dies with this program even on SIGKILL, and registers a
 // stop that signals its PID (and only it): SIGTERM, then SIGKILL after 3s.
 func (c *cleanup) startProcess(cmd *exec.Cmd) (stop func(), err error) {
+	stop, _, err = c.startProcessDone(cmd)
+	return stop, err
+}
+
+// startProcessDone is startProcess that also returns a channel closed when
+// the process has exited.
+func (c *cleanup) startProcessDone(cmd *exec.Cmd) (stop func(), exited <-chan struct{}, err error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+		return nil, nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
 	done := make(chan struct{})
 	go func() {
@@ -80,7 +87,7 @@ func (c *cleanup) startProcess(cmd *exec.Cmd) (stop func(), err error) {
 			p.Kill()
 			<-done
 		}
-	}), nil
+	}), done, nil
 }
 
 // freePorts returns n distinct free TCP ports on 127.0.0.1. They are free

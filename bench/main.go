@@ -6,18 +6,29 @@
 //     JSON gateway, at 1 and 64 concurrent writers;
 //   - gossip: time for every member of a pool to see a crashed member as
 //     failed, Fabric's tuned timers against memberlist's stock LAN timers,
-//     and false failures while the CPU is saturated.
+//     and false failures while the CPU is saturated;
+//   - datapath: single-stream TCP throughput between two workloads on two
+//     nodes through Fabric labs in each mode, against a plain veth and a
+//     kernel static VXLAN pair; and the eBPF programs' per-packet cost under
+//     BPF_PROG_TEST_RUN against an empty program, with 10 to 100k ipcache
+//     entries (needs root).
 //
-// All traffic stays on 127.0.0.1. Every process and directory it makes is
-// removed on exit, also on SIGINT/SIGTERM. A benchmark is not a test: the
+// Store and gossip traffic stays on 127.0.0.1; datapath traffic stays in
+// network namespaces the run creates (and labs it brings up), never in the
+// machine's own. Every process, namespace, lab, mount and directory it makes
+// is removed on exit, also on SIGINT/SIGTERM. A benchmark is not a test: the
 // program fails only when it cannot measure, never on a timing.
 //
-// Usage: go run ./bench [-only store|gossip] [-out bench/RESULTS.md]
+// With -out, the file gets one section per benchmark that ran; sections of
+// benchmarks that did not run (-only) are kept from the file as it was.
+//
+// Usage: go run ./bench [-only store|gossip|datapath] [-out bench/RESULTS.md]
 package main
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,6 +37,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -42,11 +54,17 @@ type options struct {
 	fpDuration time.Duration
 	burners    int
 	verbose    bool
+
+	dpRounds   int
+	iperfTime  time.Duration
+	progCalls  int
+	progRepeat int
+	fabricBin  string
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.only, "only", "", "run one benchmark: store or gossip (default both)")
+	flag.StringVar(&o.only, "only", "", "run one benchmark: store, gossip or datapath (default all)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown report to this file")
 	flag.IntVar(&o.rounds, "rounds", 2, "store: interleaved rounds (fabric, etcd, fabric, etcd, ...); medians are reported")
 	flag.IntVar(&o.writes1, "writes1", 1000, "store: writes per case with 1 writer")
@@ -56,15 +74,22 @@ func main() {
 	flag.DurationVar(&o.fpDuration, "fp-duration", 20*time.Second, "gossip: how long to watch for false failures under CPU load")
 	flag.IntVar(&o.burners, "burners", runtime.NumCPU(), "gossip: busy-loop processes during the false-failure run (default: one per core)")
 	flag.BoolVar(&o.verbose, "v", false, "log progress of the systems under test (noisy)")
+	flag.IntVar(&o.dpRounds, "dp-rounds", 5, "datapath: interleaved throughput rounds over all paths; medians are reported")
+	flag.DurationVar(&o.iperfTime, "iperf-time", 5*time.Second, "datapath: length of one iperf3 run")
+	flag.IntVar(&o.progCalls, "prog-calls", 100_000, "datapath: BPF_PROG_TEST_RUN calls (one packet each) per program and ipcache size")
+	flag.IntVar(&o.progRepeat, "prog-repeat", 100_000, "datapath: repeats per call in the cross-check of paths that are stable across repeats")
+	flag.StringVar(&o.fabricBin, "fabric-bin", "", "datapath: fabric binary for the labs (default: go build ./fabric/cmd/fabric into a temporary folder)")
 	flag.Parse()
-	switch o.only {
-	case "", "store", "gossip":
-	default:
-		fmt.Fprintf(os.Stderr, "bench: -only %q: use store or gossip\n", o.only)
+	if o.only != "" && !slices.ContainsFunc(benchmarks, func(b benchmark) bool { return b.name == o.only }) {
+		fmt.Fprintf(os.Stderr, "bench: -only %q: use store, gossip or datapath\n", o.only)
 		os.Exit(2)
 	}
 	if o.rounds < 1 || o.trials < 1 || o.writes1 < 1 || o.writes64 < 64 || o.burners < 0 {
 		fmt.Fprintln(os.Stderr, "bench: -rounds and -trials must be >= 1, -writes1 >= 1, -writes64 >= 64, -burners >= 0")
+		os.Exit(2)
+	}
+	if o.dpRounds < 1 || o.iperfTime < time.Second || o.progCalls < 1 || o.progRepeat < 1 || o.progRepeat > 1<<30 {
+		fmt.Fprintln(os.Stderr, "bench: -dp-rounds, -prog-calls and -prog-repeat (at most 2^30) must be >= 1, -iperf-time >= 1s")
 		os.Exit(2)
 	}
 
@@ -95,38 +120,52 @@ func main() {
 	os.Exit(code)
 }
 
-func run(ctx context.Context, o options, cl *cleanup) int {
-	start := time.Now()
-	var report bytes.Buffer
-	w := io.MultiWriter(os.Stdout, &report)
-	fmt.Fprintf(w, "# Fabric benchmarks\n\n")
-	writeMachine(w, start)
+// benchmark is one section of the report.
+type benchmark struct {
+	name string
+	run  func(ctx context.Context, o options, cl *cleanup, w io.Writer) error
+}
 
+// benchmarks in report order.
+var benchmarks = []benchmark{{"store", benchStore}, {"gossip", benchGossip}, {"datapath", benchDatapath}}
+
+func run(ctx context.Context, o options, cl *cleanup) int {
+	fmt.Printf("# Fabric benchmarks\n")
+	fresh := make(map[string][]byte)
 	failed := false
-	if o.only == "" || o.only == "store" {
-		progress("store: starting")
-		if err := benchStore(ctx, o, cl, w); err != nil {
-			fmt.Fprintf(w, "\n**store benchmark failed:** %v\n", err)
-			progress("store: %v", err)
+	for _, b := range benchmarks {
+		if o.only != "" && o.only != b.name {
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		start := time.Now()
+		var section bytes.Buffer
+		w := io.MultiWriter(os.Stdout, &section)
+		fmt.Fprintln(w)
+		writeMachine(w, start, b.name)
+		progress("%s: starting", b.name)
+		if err := b.run(ctx, o, cl, w); err != nil {
+			fmt.Fprintf(w, "\n**%s benchmark failed:** %v\n", b.name, err)
+			progress("%s: %v", b.name, err)
 			failed = true
 		}
+		fmt.Fprintf(w, "\nRun time: %s.\n", time.Since(start).Round(time.Second))
+		fresh[b.name] = section.Bytes()
 	}
-	if ctx.Err() == nil && (o.only == "" || o.only == "gossip") {
-		progress("gossip: starting")
-		if err := benchGossip(ctx, o, cl, w); err != nil {
-			fmt.Fprintf(w, "\n**gossip benchmark failed:** %v\n", err)
-			progress("gossip: %v", err)
-			failed = true
-		}
-	}
-	fmt.Fprintf(w, "\nTotal run time: %s.\n", time.Since(start).Round(time.Second))
 
 	if ctx.Err() != nil {
 		progress("interrupted: no report written")
 		return 130
 	}
 	if o.out != "" {
-		if err := os.WriteFile(o.out, report.Bytes(), 0o644); err != nil {
+		old, err := os.ReadFile(o.out)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(os.Stderr, "bench: read %s: %v\n", o.out, err)
+			return 1
+		}
+		if err := os.WriteFile(o.out, mergeReport(old, fresh), 0o644); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: write %s: %v\n", o.out, err)
 			return 1
 		}
@@ -143,14 +182,21 @@ func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 }
 
-func writeMachine(w io.Writer, now time.Time) {
+// writeMachine writes the table that says when, how and where a section was
+// measured.
+func writeMachine(w io.Writer, now time.Time, benchmark string) {
 	fmt.Fprintf(w, "| | |\n|---|---|\n")
 	fmt.Fprintf(w, "| date | %s |\n", now.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(w, "| command | `go run ./bench %s` |\n", strings.Join(os.Args[1:], " "))
 	fmt.Fprintf(w, "| cpus (nproc) | %d (%s) |\n", runtime.NumCPU(), cpuModel())
 	fmt.Fprintf(w, "| kernel | %s |\n", readTrim("/proc/sys/kernel/osrelease"))
 	fmt.Fprintf(w, "| go | %s %s/%s |\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(w, "| etcd | %s |\n", etcdVersion())
+	if benchmark == "store" {
+		fmt.Fprintf(w, "| etcd | %s |\n", etcdVersion())
+	}
+	if benchmark == "datapath" {
+		fmt.Fprintf(w, "| iperf3 | %s |\n", iperfVersion())
+	}
 }
 
 func readTrim(path string) string {
