@@ -40,8 +40,17 @@ type Config struct {
 	// beforehand by tunnel.EnsureVXLAN.
 	VXLANIfName string
 	GenevePort  int
-	Logger      *slog.Logger
+	// CTEntries is the size of the connection-tracking table (an LRU
+	// map: when it is full the least recently used connection is
+	// forgotten, and its next packet is judged by policy again). 0 means
+	// DefaultCTEntries. Changing it needs the pinned ct map removed.
+	CTEntries int
+	Logger    *slog.Logger
 }
+
+// DefaultCTEntries is the connection-tracking table's size when
+// Config.CTEntries is 0.
+const DefaultCTEntries = 65536
 
 // DefaultConfig returns the configuration of a node with one underlay
 // interface eth0 in VXLAN mode; UnderlayIPv4 must still be set.
@@ -52,6 +61,7 @@ func DefaultConfig() Config {
 		UnderlayIfName: "eth0",
 		VXLANIfName:    "fabric_vxlan",
 		GenevePort:     6081,
+		CTEntries:      DefaultCTEntries,
 	}
 }
 
@@ -81,6 +91,9 @@ func (c Config) Validate() error {
 	if c.GenevePort <= 0 || c.GenevePort > 65535 {
 		errs = append(errs, fmt.Errorf("geneve port %d is out of range 1..65535", c.GenevePort))
 	}
+	if c.CTEntries < 0 || c.CTEntries > 1<<24 {
+		errs = append(errs, fmt.Errorf("conntrack entries %d are out of range 0..%d (0: %d)", c.CTEntries, 1<<24, DefaultCTEntries))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("datapath config: %w", err)
 	}
@@ -94,6 +107,68 @@ type Endpoint struct {
 	HostMAC     net.HardwareAddr // the host side's MAC: the workload's gateway
 	MAC         net.HardwareAddr // the workload interface's MAC
 	Identity    uint32
+	// Policy is what the endpoint may send and receive; the zero value
+	// enforces nothing.
+	Policy EndpointPolicy
+}
+
+// Direction is the direction of traffic relative to a local endpoint.
+type Direction uint8
+
+const (
+	Ingress Direction = 0 // traffic to the endpoint
+	Egress  Direction = 1 // traffic from the endpoint
+)
+
+func (d Direction) String() string {
+	switch d {
+	case Ingress:
+		return "ingress"
+	case Egress:
+		return "egress"
+	}
+	return fmt.Sprintf("direction(%d)", uint8(d))
+}
+
+// IANA protocol numbers PolicyEntry.Proto knows ports (or ICMP types) of.
+const (
+	ProtoICMP   uint8 = 1
+	ProtoTCP    uint8 = 6
+	ProtoUDP    uint8 = 17
+	ProtoICMPv6 uint8 = 58
+	ProtoSCTP   uint8 = 132
+)
+
+// MaxPortRange is the most ports (or ICMP types) one PolicyEntry may span:
+// ranges are expanded into one map entry per port.
+const MaxPortRange = 1024
+
+// PolicyEntry is one verdict of an endpoint for a peer and an L4 match.
+type PolicyEntry struct {
+	Direction Direction
+	// Identity is the peer's (the source on ingress, the destination on
+	// egress); 0 is any peer. Destinations outside the cluster, and
+	// sources the ipcache does not know, have identity 2 (world).
+	Identity uint32
+	// Proto is the IANA protocol number, 0 for any. With ports, any
+	// protocol means TCP, UDP and SCTP.
+	Proto uint8
+	// PortLo..PortHi is the destination port range, 0..0 for any port;
+	// for ICMP and ICMPv6 it holds the message type (so type 0, the echo
+	// reply, can only be matched as any type). At most MaxPortRange
+	// ports; port 0 cannot be matched on its own.
+	PortLo, PortHi uint16
+	// Deny drops what the entry matches, whatever an Allow entry says.
+	Deny bool
+}
+
+// EndpointPolicy is the policy of one endpoint. A direction that is not
+// enforced lets everything pass but what a Deny entry matches; an enforced
+// one drops all that no Allow entry matches. Replies and later packets of a
+// connection that passed either direction pass too (connection tracking).
+type EndpointPolicy struct {
+	IngressEnforced, EgressEnforced bool
+	Entries                         []PolicyEntry
 }
 
 // IPCacheEntry tells the datapath what it needs to know about an address

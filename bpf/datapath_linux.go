@@ -77,17 +77,18 @@ func Open(cfg Config) (*Datapath, error) {
 	d := &Datapath{cfg: cfg, log: log, links: make(map[string]link.Link)}
 
 	consts := constants(cfg, underlayIf.Index, vxlanIndex)
+	sizes := mapSizes(cfg)
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}}
-	if err := load(loadLxc, consts, &d.lxc, opts); err != nil {
+	if err := load(loadLxc, consts, sizes, &d.lxc, opts); err != nil {
 		return nil, err
 	}
-	if err := load(loadUnderlay, consts, &d.underlay, opts); err != nil {
+	if err := load(loadUnderlay, consts, sizes, &d.underlay, opts); err != nil {
 		d.closeObjects()
 		return nil, err
 	}
 	if cfg.Mode == ModeVXLAN {
 		d.overlay = new(overlayObjects)
-		if err := load(loadOverlay, consts, d.overlay, opts); err != nil {
+		if err := load(loadOverlay, consts, sizes, d.overlay, opts); err != nil {
 			d.overlay = nil
 			d.closeObjects()
 			return nil, err
@@ -154,10 +155,24 @@ func constants(cfg Config, underlayIndex, vxlanIndex int) map[string]any {
 	}
 }
 
-func load(spec func() (*ebpf.CollectionSpec, error), consts map[string]any, objs any, opts *ebpf.CollectionOptions) error {
+// mapSizes are the sizes of the maps that cfg sizes, by C name.
+func mapSizes(cfg Config) map[string]uint32 {
+	ct := cfg.CTEntries
+	if ct == 0 {
+		ct = DefaultCTEntries
+	}
+	return map[string]uint32{"ct": uint32(ct)}
+}
+
+func load(spec func() (*ebpf.CollectionSpec, error), consts map[string]any, sizes map[string]uint32, objs any, opts *ebpf.CollectionOptions) error {
 	cs, err := spec()
 	if err != nil {
 		return fmt.Errorf("load embedded object: %w", err)
+	}
+	for name, n := range sizes {
+		if m, ok := cs.Maps[name]; ok {
+			m.MaxEntries = n
+		}
 	}
 	for name, v := range consts {
 		vs, ok := cs.Variables[name]
@@ -297,12 +312,13 @@ func lxcIfindex(name string) (int, bool) {
 	return n, err == nil && n > 0
 }
 
-// Apply makes the datapath serve exactly st: the maps get st's entries and
-// lose every other, each endpoint's host veth gets the lxc program (once,
-// pinned), and links of endpoints no longer in st are removed. It may be
-// called any number of times with the same state; that changes nothing.
-// Invalid entries of st (a duplicate IP, an identity beyond the VNI) are
-// left out and reported in the error while the rest is applied. On any other
+// Apply makes the datapath serve exactly st: the maps (policy included) get
+// st's entries and lose every other, each endpoint's host veth gets the lxc
+// program (once, pinned), and links of endpoints no longer in st are
+// removed. It may be called any number of times with the same state; that
+// changes nothing. Invalid entries of st (a duplicate IP, an identity beyond
+// the VNI, a policy entry that cannot be represented) are left out and
+// reported in the error while the rest is applied; policy fails closed. On any other
 // error the datapath holds a mix of the old and the new state; calling Apply
 // again converges.
 func (d *Datapath) Apply(st State) error {
@@ -324,10 +340,16 @@ func (d *Datapath) Apply(st State) error {
 			}
 		}
 	}
+	// Policy entries an endpoint gains are written before the flags that
+	// enforce them, and those it loses are removed after the flags stop
+	// enforcing them, so a change never drops traffic that both the old
+	// and the new policy allow.
 	errs = append(errs,
+		putMap(d.lxc.Policy, want.policy),
 		syncMap(d.lxc.Endpoints, want.endpoints),
 		syncMap(d.lxc.LxcDevices, want.devices),
 		syncMap(d.lxc.Ipcache, want.ipcache),
+		syncMap(d.lxc.Policy, want.policy),
 	)
 	indexes := make([]uint32, 0, len(want.devices))
 	for ifindex := range want.devices {
@@ -345,6 +367,21 @@ func (d *Datapath) Apply(st State) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("apply datapath state: %w", err)
+	}
+	return nil
+}
+
+// putMap writes the entries of want that m lacks or holds otherwise, and
+// deletes nothing.
+func putMap[K, V comparable](m *ebpf.Map, want map[K]V) error {
+	for k, w := range want {
+		var cur V
+		if err := m.Lookup(k, &cur); err == nil && cur == w {
+			continue
+		}
+		if err := m.Put(k, w); err != nil {
+			return fmt.Errorf("write map %s: %w", mapName(m), err)
+		}
 	}
 	return nil
 }
@@ -370,16 +407,7 @@ func syncMap[K, V comparable](m *ebpf.Map, want map[K]V) error {
 			return fmt.Errorf("delete from map %s: %w", mapName(m), err)
 		}
 	}
-	for k, w := range want {
-		var cur V
-		if err := m.Lookup(k, &cur); err == nil && cur == w {
-			continue
-		}
-		if err := m.Put(k, w); err != nil {
-			return fmt.Errorf("write map %s: %w", mapName(m), err)
-		}
-	}
-	return nil
+	return putMap(m, want)
 }
 
 func mapName(m *ebpf.Map) string {
@@ -510,7 +538,8 @@ func (d *Datapath) Destroy() error {
 			errs = append(errs, d.removePinnedLink(name))
 		}
 	}
-	for _, m := range []*ebpf.Map{d.lxc.Endpoints, d.lxc.LxcDevices, d.lxc.Ipcache, d.lxc.IngressSeen, d.lxc.Metrics} {
+	for _, m := range []*ebpf.Map{d.lxc.Endpoints, d.lxc.LxcDevices, d.lxc.Ipcache, d.lxc.IngressSeen, d.lxc.Metrics,
+		d.lxc.Policy, d.lxc.Ct, d.lxc.Fragments} {
 		errs = append(errs, m.Unpin())
 	}
 	d.closed = true

@@ -26,6 +26,49 @@
 //     (no geneve module exists on the target kernels) and native-mode
 //     delivery with the source identity from the ipcache.
 //
-// Every delivery to a local endpoint passes the policy seam,
-// policy_ingress in include/policy.h, with the resolved source identity.
+// Every delivery to a local endpoint passes policy_ingress
+// (include/policy.h) with the resolved source identity; everything a workload
+// sends passes policy_egress in lxc.c with the destination's identity (its
+// endpoint's, the ipcache's, or 2, world, outside the cluster).
+//
+// # Policy and connection tracking
+//
+// Endpoint.Policy is compiled into the policy map, a hash keyed by {host
+// ifindex, peer identity, destination port, protocol, direction} with a
+// verdict (allow or deny); 0 in identity, port or protocol is the wildcard.
+// Port ranges are expanded into one entry per port (at most MaxPortRange per
+// entry); for ICMP and ICMPv6 the type stands for the port. The endpoint's
+// flags (endpoints and lxc_devices values) say which directions are in
+// default deny and which have entries. A packet that starts a connection is
+// matched against the at most 8 combinations of {peer, any} x {port, any} x
+// {protocol, any} (any protocol with a port: TCP, UDP and SCTP only): a Deny
+// drops it, else an Allow passes it, else default deny drops it where the
+// direction is enforced. Drops count under "policy" in Drops. Apply writes
+// new entries before the flags that enforce them and deletes old ones after.
+// Entries that cannot be represented fail closed (see compilePolicy).
+//
+// Whatever passes is tracked in ct, an LRU hash of Config.CTEntries
+// connections keyed by the tuple {addresses, ports, protocol, family} and the
+// direction in which the local endpoint accepted it, holding the last time
+// seen and TCP state (reply seen, FIN or RST seen). A packet whose reverse
+// tuple an endpoint tracks in the other direction (a reply) or whose own
+// tuple it tracks in the same direction passes without policy, so replies of
+// an allowed connection pass whatever the other direction's policy says.
+// Entries idle beyond their lifetime are treated as absent: TCP 1h once
+// both sides were seen, 60s before, 10s after FIN or RST; everything else 5
+// min. For ICMP echo the identifier is the port (request: source port; reply:
+// destination port); other ICMP messages use their type as destination port.
+// IPv4 options are skipped; IPv6 extension headers are not walked, except one
+// fragment header right after the fixed header. Later fragments take the
+// ports of their datagram's first fragment (the fragments map); one whose
+// first was not seen matches only port-wildcard entries and is not tracked.
+// ICMPv6 neighbour discovery and MLD are never policed.
+//
+// Not done here: CIDR peers (the map is per identity; the agent maps only
+// identities), L7 rules, related ICMP errors (an ICMP error about a tracked
+// connection is judged as a new packet), garbage collection of ct besides the
+// LRU and the lifetimes, and flushing ct when policy changes (a connection
+// accepted before a change lives on until it idles out). Traffic the node's
+// stack itself routes into a workload would not pass policy_ingress; today
+// nodes have no routes to workloads, so there is none.
 package bpf

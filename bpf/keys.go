@@ -51,6 +51,61 @@ type seenKey struct {
 	Src, Dst uint32
 }
 
+// endpointInfo.Flags (EP_F_*).
+const (
+	epIngressEnforced = 1 << 0
+	epEgressEnforced  = 1 << 1
+	epIngressEntries  = 1 << 2
+	epEgressEntries   = 1 << 3
+)
+
+type policyKey struct {
+	Ifindex   uint32
+	Identity  uint32 // 0: any peer
+	Port      uint16 // 0: any port; the ICMP type for ICMP
+	Proto     uint8  // 0: any protocol
+	Direction uint8
+}
+
+const (
+	verdictAllow = 1
+	verdictDeny  = 2
+)
+
+type policyValue struct {
+	Verdict uint8
+	Pad     [3]uint8
+}
+
+// ctKey and ctEntry mirror the connection-tracking map; the Go side only
+// reads them (tests, inspection).
+type ctKey struct {
+	Saddr, Daddr [16]byte
+	Sport, Dport uint16
+	Proto        uint8
+	Family       uint8
+	Direction    uint8
+	Pad          uint8
+}
+
+type ctEntry struct {
+	LastSeen uint64
+	Flags    uint32
+	Pad      uint32
+}
+
+type fragKey struct {
+	Saddr, Daddr [16]byte
+	ID           uint32
+	Proto        uint8
+	Family       uint8
+	Pad          [2]uint8
+}
+
+type fragPorts struct {
+	Sport, Dport, Port, Pad uint16
+}
+
 // addrBytes returns a's family and its bytes as the C side stores them:
 // IPv4 in the first four bytes.
 func addrBytes(a netip.Addr) (family uint8, b [16]byte) {
@@ -113,6 +168,7 @@ type desired struct {
 	endpoints map[endpointKey]endpointInfo
 	devices   map[uint32]endpointInfo
 	ipcache   map[ipcacheKey]remoteInfo
+	policy    map[policyKey]policyValue
 }
 
 // compile checks st and turns it into map contents for mode. Entries it
@@ -124,6 +180,7 @@ func compile(st State, mode Mode) (desired, error) {
 		endpoints: make(map[endpointKey]endpointInfo),
 		devices:   make(map[uint32]endpointInfo),
 		ipcache:   make(map[ipcacheKey]remoteInfo),
+		policy:    make(map[policyKey]policyValue),
 	}
 	var errs []error
 	for i, ep := range st.Endpoints {
@@ -146,9 +203,25 @@ func compile(st State, mode Mode) (desired, error) {
 		info := endpointInfo{Ifindex: uint32(ep.HostIfIndex), Identity: ep.Identity}
 		copy(info.MAC[:], ep.MAC)
 		copy(info.HostMAC[:], ep.HostMAC)
-		if old, dup := d.devices[info.Ifindex]; dup && old != info {
-			errs = append(errs, fmt.Errorf("%s: another endpoint uses the same host interface", name))
-			continue
+		flags, entries, err := compilePolicy(info.Ifindex, ep.Policy)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: policy: %w", name, err))
+		}
+		if old, dup := d.devices[info.Ifindex]; dup {
+			// Records of one endpoint (the same veth, identity and MACs)
+			// add up; their policies too.
+			flags |= old.Flags
+			old.Flags = 0
+			if old != info {
+				errs = append(errs, fmt.Errorf("%s: another endpoint uses the same host interface", name))
+				continue
+			}
+		}
+		info.Flags = flags
+		for k, v := range entries {
+			if old, ok := d.policy[k]; !ok || old.Verdict != verdictDeny {
+				d.policy[k] = v
+			}
 		}
 		d.devices[info.Ifindex] = info
 		for _, ip := range ep.IPs {
@@ -163,6 +236,12 @@ func compile(st State, mode Mode) (desired, error) {
 			}
 			d.endpoints[k] = info
 		}
+	}
+	// The policy flags of an endpoint listed in several records are
+	// those of all of them, whichever record an address came from.
+	for k, v := range d.endpoints {
+		v.Flags = d.devices[v.Ifindex].Flags
+		d.endpoints[k] = v
 	}
 	for _, e := range st.IPCache {
 		if !e.Prefix.IsValid() {
@@ -184,4 +263,102 @@ func compile(st State, mode Mode) (desired, error) {
 		return d, fmt.Errorf("datapath state: %w", err)
 	}
 	return d, nil
+}
+
+// compilePolicy turns the policy of the endpoint behind ifindex into its
+// flags and policy map entries. Entries it cannot represent are reported in
+// the error and fail closed: a bad Allow is left out (what it would have
+// allowed stays denied where the direction is enforced), a bad Deny turns
+// its direction into deny-all (enforced, no Allow entries), since leaving
+// it out could let through what it was written to stop.
+func compilePolicy(ifindex uint32, p EndpointPolicy) (uint32, map[policyKey]policyValue, error) {
+	var (
+		flags     uint32
+		errs      []error
+		denyAll   [2]bool // by direction
+		expanded  = make([][]policyKey, len(p.Entries))
+		dirFlags  = [2][2]uint32{{epIngressEnforced, epIngressEntries}, {epEgressEnforced, epEgressEntries}}
+		enforcing = [2]bool{p.IngressEnforced, p.EgressEnforced}
+	)
+	for i, e := range p.Entries {
+		keys, err := expandEntry(ifindex, e)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("entry %d (%s): %w", i, e, err))
+			if e.Deny {
+				if e.Direction <= Egress {
+					denyAll[e.Direction] = true
+				} else {
+					denyAll = [2]bool{true, true}
+				}
+			}
+			continue
+		}
+		expanded[i] = keys
+	}
+	out := make(map[policyKey]policyValue)
+	for i, e := range p.Entries {
+		if expanded[i] == nil || (!e.Deny && denyAll[e.Direction]) {
+			continue
+		}
+		v := policyValue{Verdict: verdictAllow}
+		if e.Deny {
+			v.Verdict = verdictDeny
+		}
+		for _, k := range expanded[i] {
+			if old, ok := out[k]; !ok || old.Verdict != verdictDeny {
+				out[k] = v // a Deny wins over an Allow for the same key
+			}
+		}
+		flags |= dirFlags[e.Direction][1]
+	}
+	for dir := range 2 {
+		if enforcing[dir] || denyAll[dir] {
+			flags |= dirFlags[dir][0]
+		}
+	}
+	return flags, out, errors.Join(errs...)
+}
+
+// expandEntry returns the policy map keys of one entry: one per port of its
+// range.
+func expandEntry(ifindex uint32, e PolicyEntry) ([]policyKey, error) {
+	if e.Direction > Egress {
+		return nil, fmt.Errorf("direction %d is neither ingress (0) nor egress (1)", e.Direction)
+	}
+	lo, hi := e.PortLo, e.PortHi
+	if hi == 0 {
+		hi = lo // a single port
+	}
+	icmp := e.Proto == ProtoICMP || e.Proto == ProtoICMPv6
+	switch {
+	case lo == 0 && hi != 0:
+		return nil, fmt.Errorf("range %d-%d: port (or ICMP type) 0 cannot be matched on its own; start at 1, or give 0-0 for any", lo, hi)
+	case hi < lo:
+		return nil, fmt.Errorf("range %d-%d ends before it starts", lo, hi)
+	case int(hi)-int(lo)+1 > MaxPortRange:
+		return nil, fmt.Errorf("range %d-%d spans %d ports; at most %d are supported (each is one map entry)", lo, hi, int(hi)-int(lo)+1, MaxPortRange)
+	case lo != 0 && icmp && hi > 255:
+		return nil, fmt.Errorf("ICMP types %d-%d: types end at 255", lo, hi)
+	case lo != 0 && !icmp && e.Proto != 0 && e.Proto != ProtoTCP && e.Proto != ProtoUDP && e.Proto != ProtoSCTP:
+		return nil, fmt.Errorf("protocol %d has no ports; give 0-0", e.Proto)
+	}
+	k := policyKey{Ifindex: ifindex, Identity: e.Identity, Proto: e.Proto, Direction: uint8(e.Direction)}
+	keys := make([]policyKey, 0, int(hi)-int(lo)+1)
+	for p := int(lo); p <= int(hi); p++ {
+		k.Port = uint16(p)
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func (e PolicyEntry) String() string {
+	verdict := "allow"
+	if e.Deny {
+		verdict = "deny"
+	}
+	peer := "any peer"
+	if e.Identity != 0 {
+		peer = fmt.Sprintf("identity %d", e.Identity)
+	}
+	return fmt.Sprintf("%s %s %s proto %d ports %d-%d", verdict, e.Direction, peer, e.Proto, e.PortLo, e.PortHi)
 }

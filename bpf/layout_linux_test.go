@@ -18,6 +18,9 @@ func TestKeyLayoutMatchesBTF(t *testing.T) {
 		"ipcache":      {binary.Size(ipcacheKey{}), binary.Size(remoteInfo{})},
 		"ingress_seen": {binary.Size(seenKey{}), 8},
 		"metrics":      {4, 8},
+		"policy":       {binary.Size(policyKey{}), binary.Size(policyValue{})},
+		"ct":           {binary.Size(ctKey{}), binary.Size(ctEntry{})},
+		"fragments":    {binary.Size(fragKey{}), binary.Size(fragPorts{})},
 	}
 	for _, load := range []func() (*ebpf.CollectionSpec, error){loadLxc, loadOverlay, loadUnderlay} {
 		spec, err := load()
@@ -37,7 +40,7 @@ func TestKeyLayoutMatchesBTF(t *testing.T) {
 				t.Errorf("map %s is not pinned by name", name)
 			}
 		}
-		for _, v := range []string{"cfg_mode", "cfg_underlay_ifindex", "cfg_node_ipv4", "cfg_geneve_port"} {
+		for _, v := range []string{"cfg_mode", "cfg_underlay_ifindex", "cfg_node_ipv4", "cfg_geneve_port", "cfg_ct_tcp_ns", "cfg_ct_other_ns"} {
 			if vs, ok := spec.Variables[v]; !ok || !vs.Constant() {
 				t.Errorf("setting %s is not a load-time constant", v)
 			}

@@ -5,7 +5,9 @@
  * solicitations itself (the host veth's MAC is the gateway for every
  * address), delivers to endpoints on this node, sends to endpoints on other
  * nodes through the overlay (VXLAN device, eBPF Geneve) or natively, and
- * passes everything else to the node's stack. */
+ * passes everything else to the node's stack; every IP packet but neighbour
+ * discovery first passes the sending endpoint's egress policy
+ * (policy_egress), and local deliveries the receiver's (policy_ingress). */
 #include "include/common.h"
 #include "include/geneve.h"
 #include "include/policy.h"
@@ -279,6 +281,24 @@ static __always_inline int forward_remote(struct __sk_buff *skb, __u32 src,
 	return bpf_redirect_neigh(cfg_underlay_ifindex, &nh, sizeof(nh), 0);
 }
 
+/* remote_identity is the identity policy sees for a destination the
+ * ipcache resolves (or does not: the world). */
+static __always_inline __u32 remote_identity(const struct remote_info *ri)
+{
+	if (!ri || ri->identity == IDENTITY_UNKNOWN)
+		return IDENTITY_WORLD;
+	return ri->identity;
+}
+
+/* egress_denied asks policy_egress and counts a drop. */
+static __always_inline bool egress_denied(struct __sk_buff *skb, __u32 dst_identity, bool src_verified)
+{
+	if (policy_egress(skb, dst_identity, src_verified) == TC_ACT_OK)
+		return false;
+	count(METRIC_DROP_POLICY);
+	return true;
+}
+
 /* is_self reports whether the ipcache points back at this node: a
  * destination in our own pod CIDR without an endpoint is nobody. */
 static __always_inline bool is_self(const struct remote_info *ri)
@@ -312,14 +332,22 @@ static __always_inline int from_lxc4(struct __sk_buff *skb)
 		src = source_identity(skb, lookup_endpoint4(saddr));
 		if (src < 0)
 			return drop(METRIC_DROP_SPOOFED_SRC);
+		if (egress_denied(skb, dst->identity, true))
+			return TC_ACT_SHOT;
 		return deliver_local(skb, src, dst);
 	}
 	ri = lookup_ipcache4(daddr);
-	if (!ri || !ri->node_family || is_self(ri))
+	if (!ri || !ri->node_family || is_self(ri)) {
+		/* Out of the cluster, or to the node: the stack takes it. */
+		if (egress_denied(skb, remote_identity(ri), false))
+			return TC_ACT_SHOT;
 		return TC_ACT_OK;
+	}
 	src = source_identity(skb, lookup_endpoint4(saddr));
 	if (src < 0)
 		return drop(METRIC_DROP_SPOOFED_SRC);
+	if (egress_denied(skb, remote_identity(ri), true))
+		return TC_ACT_SHOT;
 	return forward_remote(skb, src, ri, false);
 }
 
@@ -349,14 +377,22 @@ static __always_inline int from_lxc6(struct __sk_buff *skb)
 		src = source_identity(skb, lookup_endpoint6(&saddr));
 		if (src < 0)
 			return drop(METRIC_DROP_SPOOFED_SRC);
+		if (egress_denied(skb, dst->identity, true))
+			return TC_ACT_SHOT;
 		return deliver_local(skb, src, dst);
 	}
 	ri = lookup_ipcache6(&daddr);
-	if (!ri || !ri->node_family || is_self(ri))
+	if (!ri || !ri->node_family || is_self(ri)) {
+		/* Out of the cluster, or to the node: the stack takes it. */
+		if (egress_denied(skb, remote_identity(ri), false))
+			return TC_ACT_SHOT;
 		return TC_ACT_OK;
+	}
 	src = source_identity(skb, lookup_endpoint6(&saddr));
 	if (src < 0)
 		return drop(METRIC_DROP_SPOOFED_SRC);
+	if (egress_denied(skb, remote_identity(ri), true))
+		return TC_ACT_SHOT;
 	return forward_remote(skb, src, ri, true);
 }
 

@@ -13,6 +13,25 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type overlayCtEntry struct {
+	_        structs.HostLayout
+	LastSeen uint64
+	Flags    uint32
+	Pad      uint32
+}
+
+type overlayCtKey struct {
+	_      structs.HostLayout
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+	Sport  uint16
+	Dport  uint16
+	Proto  uint8
+	Family uint8
+	Dir    uint8
+	Pad    uint8
+}
+
 type overlayEndpointInfo struct {
 	_        structs.HostLayout
 	Ifindex  uint32
@@ -29,12 +48,45 @@ type overlayEndpointKey struct {
 	Pad    [3]uint8
 }
 
+type overlayFragKey struct {
+	_      structs.HostLayout
+	Saddr  [16]uint8
+	Daddr  [16]uint8
+	Id     uint32
+	Proto  uint8
+	Family uint8
+	Pad    [2]uint8
+}
+
+type overlayFragPorts struct {
+	_     structs.HostLayout
+	Sport uint16
+	Dport uint16
+	Port  uint16
+	Pad   uint16
+}
+
 type overlayIpcacheKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Family    uint8
 	Pad       [3]uint8
 	Addr      [16]uint8
+}
+
+type overlayPolicyKey struct {
+	_        structs.HostLayout
+	Ifindex  uint32
+	Identity uint32
+	Dport    uint16
+	Proto    uint8
+	Dir      uint8
+}
+
+type overlayPolicyValue struct {
+	_       structs.HostLayout
+	Verdict uint8
+	Pad     [3]uint8
 }
 
 type overlayRemoteInfo struct {
@@ -101,17 +153,24 @@ type overlayProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type overlayMapSpecs struct {
+	Ct          *ebpf.MapSpec `ebpf:"ct"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
+	Fragments   *ebpf.MapSpec `ebpf:"fragments"`
 	IngressSeen *ebpf.MapSpec `ebpf:"ingress_seen"`
 	Ipcache     *ebpf.MapSpec `ebpf:"ipcache"`
 	LxcDevices  *ebpf.MapSpec `ebpf:"lxc_devices"`
 	Metrics     *ebpf.MapSpec `ebpf:"metrics"`
+	Policy      *ebpf.MapSpec `ebpf:"policy"`
 }
 
 // overlayVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type overlayVariableSpecs struct {
+	CfgCtClosingNs     *ebpf.VariableSpec `ebpf:"cfg_ct_closing_ns"`
+	CfgCtOtherNs       *ebpf.VariableSpec `ebpf:"cfg_ct_other_ns"`
+	CfgCtSynNs         *ebpf.VariableSpec `ebpf:"cfg_ct_syn_ns"`
+	CfgCtTcpNs         *ebpf.VariableSpec `ebpf:"cfg_ct_tcp_ns"`
 	CfgGenevePort      *ebpf.VariableSpec `ebpf:"cfg_geneve_port"`
 	CfgMode            *ebpf.VariableSpec `ebpf:"cfg_mode"`
 	CfgNodeIpv4        *ebpf.VariableSpec `ebpf:"cfg_node_ipv4"`
@@ -140,20 +199,26 @@ func (o *overlayObjects) Close() error {
 //
 // It can be passed to loadOverlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type overlayMaps struct {
+	Ct          *ebpf.Map `ebpf:"ct"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
+	Fragments   *ebpf.Map `ebpf:"fragments"`
 	IngressSeen *ebpf.Map `ebpf:"ingress_seen"`
 	Ipcache     *ebpf.Map `ebpf:"ipcache"`
 	LxcDevices  *ebpf.Map `ebpf:"lxc_devices"`
 	Metrics     *ebpf.Map `ebpf:"metrics"`
+	Policy      *ebpf.Map `ebpf:"policy"`
 }
 
 func (m *overlayMaps) Close() error {
 	return _OverlayClose(
+		m.Ct,
 		m.Endpoints,
+		m.Fragments,
 		m.IngressSeen,
 		m.Ipcache,
 		m.LxcDevices,
 		m.Metrics,
+		m.Policy,
 	)
 }
 
@@ -161,6 +226,10 @@ func (m *overlayMaps) Close() error {
 //
 // It can be passed to loadOverlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type overlayVariables struct {
+	CfgCtClosingNs     *ebpf.Variable `ebpf:"cfg_ct_closing_ns"`
+	CfgCtOtherNs       *ebpf.Variable `ebpf:"cfg_ct_other_ns"`
+	CfgCtSynNs         *ebpf.Variable `ebpf:"cfg_ct_syn_ns"`
+	CfgCtTcpNs         *ebpf.Variable `ebpf:"cfg_ct_tcp_ns"`
 	CfgGenevePort      *ebpf.Variable `ebpf:"cfg_geneve_port"`
 	CfgMode            *ebpf.Variable `ebpf:"cfg_mode"`
 	CfgNodeIpv4        *ebpf.Variable `ebpf:"cfg_node_ipv4"`

@@ -3,7 +3,7 @@
  * delivering packets. Each program file (one per attach point) includes this
  * header; the maps are pinned by name, so the three objects loaded from the
  * three files share one instance of each map per node. The Go side mirrors
- * every struct here in types.go; keep both in step. */
+ * every struct here in keys.go; keep both in step. */
 #pragma once
 
 #include <stdbool.h>
@@ -49,6 +49,13 @@ volatile const __be32 cfg_node_ipv4 = 0;        /* network byte order */
 volatile const __u8 cfg_node_ipv6[16] = {};     /* zero: none */
 volatile const __u16 cfg_geneve_port = 6081;    /* host byte order */
 
+/* Connection-tracking lifetimes in nanoseconds: an entry idle for longer is
+ * treated as absent (the LRU map reclaims it when it needs the room). */
+volatile const __u64 cfg_ct_tcp_ns = 3600ULL * 1000000000ULL;   /* TCP, both sides seen */
+volatile const __u64 cfg_ct_syn_ns = 60ULL * 1000000000ULL;     /* TCP, no reply yet */
+volatile const __u64 cfg_ct_closing_ns = 10ULL * 1000000000ULL; /* TCP after FIN or RST */
+volatile const __u64 cfg_ct_other_ns = 300ULL * 1000000000ULL;  /* UDP, SCTP, ICMP, others */
+
 struct endpoint_key {
 	__u8 addr[16]; /* IPv4 in the first 4 bytes, the rest zero */
 	__u8 family;   /* FAMILY_V4 or FAMILY_V6 */
@@ -60,7 +67,85 @@ struct endpoint_info {
 	__u32 identity;
 	__u8 mac[6];      /* the workload's interface */
 	__u8 host_mac[6]; /* the host side, the workload's gateway */
-	__u32 flags;      /* reserved */
+	__u32 flags;      /* EP_F_* */
+};
+
+/* endpoint_info.flags: the directions in default deny, and the directions
+ * that have policy entries at all (a Deny applies without default deny;
+ * without entries and enforcement the policy map is not read). */
+#define EP_F_INGRESS_ENFORCED (1U << 0)
+#define EP_F_EGRESS_ENFORCED (1U << 1)
+#define EP_F_INGRESS_ENTRIES (1U << 2)
+#define EP_F_EGRESS_ENTRIES (1U << 3)
+
+/* Directions of policy entries and connection-tracking entries, relative to
+ * the local endpoint. */
+#define DIR_INGRESS 0
+#define DIR_EGRESS 1
+
+#define VERDICT_NONE 0
+#define VERDICT_ALLOW 1
+#define VERDICT_DENY 2
+
+/* One verdict of one local endpoint (by its host veth's ifindex) for a peer
+ * identity, a destination port and a protocol; 0 in identity, dport or
+ * proto is the wildcard. For ICMP and ICMPv6 the "port" is the type. */
+struct policy_key {
+	__u32 ifindex;
+	__u32 identity;
+	__u16 dport; /* host byte order */
+	__u8 proto;
+	__u8 dir; /* DIR_* */
+};
+
+struct policy_value {
+	__u8 verdict; /* VERDICT_ALLOW or VERDICT_DENY */
+	__u8 pad[3];
+};
+
+/* A connection as one local endpoint saw it: dir says whether it passed
+ * that endpoint's egress (the endpoint sent the first packet) or its
+ * ingress. The direction keeps the two ends of a same-node connection apart,
+ * so the sender's entry never counts as the receiver's acceptance. Ports
+ * are in host byte order; for ICMP echo they carry the identifier (request:
+ * sport = id, dport = 0; reply: sport = 0, dport = id, so a reply's reverse
+ * tuple is its request's), for other ICMP messages dport is the type. */
+struct ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 family; /* FAMILY_V4 or FAMILY_V6 */
+	__u8 dir;    /* DIR_* */
+	__u8 pad;
+};
+
+#define CT_F_SEEN_REPLY (1U << 0)
+#define CT_F_CLOSING (1U << 1) /* TCP FIN or RST seen */
+
+struct ct_entry {
+	__u64 last_seen; /* bpf_ktime_get_ns */
+	__u32 flags;     /* CT_F_* */
+	__u32 pad;
+};
+
+/* The ports of a fragmented datagram, recorded from its first fragment for
+ * the later ones, which carry no L4 header. */
+struct frag_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 id; /* IPv4: 16 bits; IPv6: the fragment header's 32 */
+	__u8 proto;
+	__u8 family;
+	__u8 pad[2];
+};
+
+struct frag_ports {
+	__u16 sport;
+	__u16 dport;
+	__u16 port; /* flow.port: what policy matches */
+	__u16 pad;
 };
 
 /* LPM trie key: prefixlen counts the family word too (32 + address bits),
@@ -86,13 +171,39 @@ struct seen_key {
 	__u32 dst_identity;
 };
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct policy_key);
+	__type(value, struct policy_value);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} policy SEC(".maps");
+
+/* max_entries is rewritten by the loader (Config.CTEntries). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct ct_entry);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag_key);
+	__type(value, struct frag_ports);
+	__uint(max_entries, 8192);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fragments SEC(".maps");
+
 /* Indexes of the metrics map. */
 enum {
 	METRIC_DROP_UNKNOWN_DST = 0, /* decapsulated for no local endpoint */
 	METRIC_DROP_SPOOFED_SRC,     /* source is not the sending endpoint's */
 	METRIC_DROP_ENCAP,           /* a helper failed while encapsulating */
 	METRIC_DROP_DECAP,           /* a helper failed while decapsulating */
-	METRIC_DROP_POLICY,          /* policy_ingress said no */
+	METRIC_DROP_POLICY,          /* policy_ingress or policy_egress said no */
 	METRIC_MAX = 16,
 };
 
