@@ -75,6 +75,11 @@ func newAPIServer(a *Agent, socket string) (*apiServer, error) {
 	mux.HandleFunc("PUT /v1/endpoints/{id}/attachment", s.handle(s.attachEndpoint))
 	mux.HandleFunc("GET /v1/datapath/ipcache", s.handle(s.datapathIPCache))
 	mux.HandleFunc("GET /v1/datapath/identities", s.handle(s.datapathSeen))
+	mux.HandleFunc("GET /v1/datapath/drops", s.handle(s.datapathDrops))
+	mux.HandleFunc("GET /v1/policies", s.handle(s.listPolicies))
+	mux.HandleFunc("POST /v1/policies", s.handle(s.applyPolicies))
+	mux.HandleFunc("DELETE /v1/policies/{kind}/{ns}/{name}", s.handle(s.deletePolicy))
+	mux.HandleFunc("POST /v1/policy/trace", s.handle(s.tracePolicy))
 	mux.HandleFunc("GET /v1/kv", s.handle(s.getKV))
 	mux.HandleFunc("POST /v1/kv", s.handle(s.putKV))
 	mux.HandleFunc("GET /v1/gossip/keys", s.handle(s.keyring))
@@ -158,6 +163,32 @@ func (s *apiServer) listEndpoints(r *http.Request) (any, error) {
 	return s.a.listEndpoints(r.Context(), r.URL.Query().Get("all") != "")
 }
 
+func (s *apiServer) listPolicies(r *http.Request) (any, error) { return s.a.listPolicies(r.Context()) }
+
+func (s *apiServer) applyPolicies(r *http.Request) (any, error) {
+	var yaml string
+	if err := decode(r, &yaml); err != nil {
+		return nil, err
+	}
+	return s.a.applyPolicies(r.Context(), []byte(yaml))
+}
+
+func (s *apiServer) deletePolicy(r *http.Request) (any, error) {
+	ns := r.PathValue("ns")
+	if ns == "_" {
+		ns = ""
+	}
+	return struct{}{}, s.a.deletePolicy(r.Context(), r.PathValue("kind"), ns, r.PathValue("name"))
+}
+
+func (s *apiServer) tracePolicy(r *http.Request) (any, error) {
+	var req api.TraceRequest
+	if err := decode(r, &req); err != nil {
+		return nil, err
+	}
+	return s.a.tracePolicy(r.Context(), req)
+}
+
 var errNoDatapath = &httpError{http.StatusNotFound, "this node runs no datapath (datapathMode none)"}
 
 func (s *apiServer) datapathIPCache(*http.Request) (any, error) {
@@ -165,6 +196,13 @@ func (s *apiServer) datapathIPCache(*http.Request) (any, error) {
 		return nil, errNoDatapath
 	}
 	return s.a.dp.ipcache()
+}
+
+func (s *apiServer) datapathDrops(*http.Request) (any, error) {
+	if s.a.dp == nil {
+		return nil, errNoDatapath
+	}
+	return s.a.dp.dp.Drops()
 }
 
 func (s *apiServer) datapathSeen(*http.Request) (any, error) {

@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"reflect"
@@ -15,6 +17,7 @@ import (
 	"github.com/fabric-net/fabric/bpf"
 	"github.com/fabric-net/fabric/fabric/api"
 	"github.com/fabric-net/fabric/fabric/identity"
+	"github.com/fabric-net/fabric/fabric/policy"
 	"github.com/fabric-net/fabric/fabric/store"
 	"github.com/fabric-net/fabric/tunnel"
 )
@@ -30,6 +33,8 @@ type Datapath interface {
 	// IngressSeen counts deliveries per {source, destination} identity:
 	// what the receiving side resolved as the sender.
 	IngressSeen() (map[[2]uint32]uint64, error)
+	// Drops counts dropped packets by reason.
+	Drops() (map[string]uint64, error)
 	// Close releases the agent's handles; forwarding goes on without it.
 	Close() error
 }
@@ -46,10 +51,17 @@ const vxlanDevice = "fabric_vxlan"
 // leaves everyone's datapath when it is removed from the store: after the
 // CIDR release grace, or by an operator.
 type dpReconciler struct {
-	a     *Agent
-	dp    Datapath
-	eps   *mirror
-	nodes *mirror
+	a        *Agent
+	dp       Datapath
+	eps      *mirror
+	nodes    *mirror
+	policies *mirror
+	idents   *mirror
+
+	// parsed caches each stored policy's parse by its key, so a change to
+	// one policy does not reparse all of them.
+	parsedMu sync.Mutex
+	parsed   map[string]parsedPolicy
 
 	// mu serialises Apply calls and guards what status reports.
 	mu        sync.Mutex
@@ -57,6 +69,8 @@ type dpReconciler struct {
 	applied   bool
 	lastErr   error
 	lastApply time.Time
+	// policyErr is why a stored policy could not be compiled.
+	policyErr error
 }
 
 // openDatapath prepares the node's overlay device and loads the datapath,
@@ -107,17 +121,86 @@ func (a *Agent) workloadMTU() int {
 
 func newDPReconciler(a *Agent, dp Datapath) *dpReconciler {
 	return &dpReconciler{
-		a:     a,
-		dp:    dp,
-		eps:   newMirror("endpoints/", a.log.With("subsys", "datapath")),
-		nodes: a.nodes,
+		a:        a,
+		dp:       dp,
+		eps:      newMirror("endpoints/", a.log.With("subsys", "datapath")),
+		nodes:    a.nodes,
+		policies: newMirror(policyPrefix, a.log.With("subsys", "policy")),
+		idents:   newMirror(identity.PrefixIDs, a.log.With("subsys", "policy")),
+		parsed:   map[string]parsedPolicy{},
 	}
+}
+
+type parsedPolicy struct {
+	raw  string
+	pols []policy.Policy
+	err  error
+}
+
+// currentPolicies parses what changed in the policies mirror.
+func (r *dpReconciler) currentPolicies(raw map[string][]byte) ([]policy.Policy, error) {
+	r.parsedMu.Lock()
+	defer r.parsedMu.Unlock()
+	var (
+		out  []policy.Policy
+		errs []error
+	)
+	for key := range r.parsed {
+		if _, ok := raw[key]; !ok {
+			delete(r.parsed, key)
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(raw)) {
+		pp, ok := r.parsed[key]
+		if !ok || pp.raw != string(raw[key]) {
+			pols, err := policy.Parse(raw[key])
+			pp = parsedPolicy{raw: string(raw[key]), pols: pols, err: err}
+			r.parsed[key] = pp
+		}
+		if pp.err != nil {
+			errs = append(errs, fmt.Errorf("stored policy %s: %w", key, pp.err))
+			continue
+		}
+		out = append(out, pp.pols...)
+	}
+	return out, errors.Join(errs...)
+}
+
+// compilePolicies gives each local endpoint its compiled policy, in the
+// datapath's terms.
+func (r *dpReconciler) compilePolicies(st *bpf.State, local []policy.Endpoint) error {
+	raw, _ := r.policies.Snapshot()
+	pols, perr := r.currentPolicies(raw)
+	if len(pols) == 0 {
+		return perr
+	}
+	ids, _ := r.idents.Snapshot()
+	compiled := policy.Compile(pols, local, identitiesFrom(ids), nil)
+	for i := range st.Endpoints {
+		ep := compiled[local[i].ID]
+		bp := bpf.EndpointPolicy{IngressEnforced: ep.IngressEnforced, EgressEnforced: ep.EgressEnforced}
+		for _, e := range ep.Entries {
+			if e.CIDR.IsValid() {
+				continue // refused at apply time; see unsupported
+			}
+			dir := bpf.Ingress
+			if e.Direction == policy.Egress {
+				dir = bpf.Egress
+			}
+			bp.Entries = append(bp.Entries, bpf.PolicyEntry{Direction: dir, Identity: e.Identity, Proto: e.Proto,
+				PortLo: e.Port, PortHi: e.PortEnd, Deny: e.Verdict == policy.Deny})
+		}
+		st.Endpoints[i].Policy = bp
+	}
+	return perr
 }
 
 // run follows the store until ctx ends. A periodic pass repairs anything
 // changed behind the agent's back.
 func (r *dpReconciler) run(ctx context.Context) {
 	go r.eps.run(ctx, r.a.store)
+	go r.policies.run(ctx, r.a.store)
+	go r.idents.run(ctx, r.a.store)
 	resync := time.NewTicker(10 * time.Second)
 	defer resync.Stop()
 	for {
@@ -126,6 +209,8 @@ func (r *dpReconciler) run(ctx context.Context) {
 			return
 		case <-r.eps.Changed():
 		case <-r.nodes.Changed():
+		case <-r.policies.Changed():
+		case <-r.idents.Changed():
 		case <-resync.C:
 			r.mu.Lock()
 			r.applied = false // force a full Apply
@@ -176,7 +261,9 @@ func (r *dpReconciler) syncTo(ctx context.Context, rev int64) error {
 func (r *dpReconciler) desired() (bpf.State, bool) {
 	eps, ok1 := r.eps.Snapshot()
 	nodes, ok2 := r.nodes.Snapshot()
-	if !ok1 || !ok2 {
+	_, ok3 := r.policies.Snapshot()
+	_, ok4 := r.idents.Snapshot()
+	if !ok1 || !ok2 || !ok3 || !ok4 {
 		return bpf.State{}, false
 	}
 	self := r.a.cfg.NodeName
@@ -185,7 +272,10 @@ func (r *dpReconciler) desired() (bpf.State, bool) {
 	// native routing needs a next hop of the packet's own family.
 	type hop struct{ v4, v6 netip.Addr }
 	hops := map[string]hop{}
-	var st bpf.State
+	var (
+		st    bpf.State
+		local []policy.Endpoint // parallel to st.Endpoints
+	)
 	for _, raw := range nodes {
 		var rec nodeRecord
 		if json.Unmarshal(raw, &rec) != nil || rec.Name == "" {
@@ -243,6 +333,8 @@ func (r *dpReconciler) desired() (bpf.State, bool) {
 			}
 			st.Endpoints = append(st.Endpoints, bpf.Endpoint{IPs: ips, HostIfIndex: ep.Attachment.HostIfIndex,
 				HostMAC: hostMAC, MAC: mac, Identity: ep.Identity})
+			labels, _ := identity.ParseLabels(ep.Labels)
+			local = append(local, policy.Endpoint{ID: ep.ID, Identity: ep.Identity, Labels: labels})
 			continue
 		}
 		h, ok := hops[node]
@@ -254,6 +346,10 @@ func (r *dpReconciler) desired() (bpf.State, bool) {
 				Identity: ep.Identity, Node: r.nextHop(h.v4, h.v6, ip)})
 		}
 	}
+	err := r.compilePolicies(&st, local)
+	r.mu.Lock()
+	r.policyErr = err
+	r.mu.Unlock()
 	// A stable order makes "unchanged" cheap to see.
 	slices.SortFunc(st.Endpoints, func(x, y bpf.Endpoint) int { return x.HostIfIndex - y.HostIfIndex })
 	slices.SortFunc(st.IPCache, func(x, y bpf.IPCacheEntry) int {
@@ -278,8 +374,8 @@ func (r *dpReconciler) status() api.DatapathStatus {
 	defer r.mu.Unlock()
 	ds := api.DatapathStatus{Mode: r.a.cfg.DatapathMode, Endpoints: len(r.last.Endpoints),
 		IPCache: len(r.last.IPCache), MTU: r.a.workloadMTU(), LastApply: r.lastApply}
-	if r.lastErr != nil {
-		ds.Error = r.lastErr.Error()
+	if err := errors.Join(r.lastErr, r.policyErr); err != nil {
+		ds.Error = err.Error()
 	}
 	return ds
 }

@@ -100,6 +100,38 @@ func (c *Client) IdentityFlows(ctx context.Context) ([]IdentityFlow, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/datapath/identities", nil, &out)
 }
 
+// ApplyPolicies stores every policy of a YAML stream (all or none).
+func (c *Client) ApplyPolicies(ctx context.Context, yaml []byte) ([]PolicyInfo, error) {
+	var out []PolicyInfo
+	return out, c.do(ctx, http.MethodPost, "/v1/policies", string(yaml), &out)
+}
+
+// Policies lists the stored policies.
+func (c *Client) Policies(ctx context.Context) ([]PolicyInfo, error) {
+	var out []PolicyInfo
+	return out, c.do(ctx, http.MethodGet, "/v1/policies", nil, &out)
+}
+
+// DeletePolicy removes one policy; namespace is empty for clusterwide ones.
+func (c *Client) DeletePolicy(ctx context.Context, kind, namespace, name string) error {
+	if namespace == "" {
+		namespace = "_"
+	}
+	return c.do(ctx, http.MethodDelete, "/v1/policies/"+url.PathEscape(kind)+"/"+url.PathEscape(namespace)+"/"+url.PathEscape(name), nil, nil)
+}
+
+// TracePolicy evaluates the stored policies for one flow.
+func (c *Client) TracePolicy(ctx context.Context, req TraceRequest) (TraceResult, error) {
+	var out TraceResult
+	return out, c.do(ctx, http.MethodPost, "/v1/policy/trace", req, &out)
+}
+
+// Drops returns the datapath's drop counters by reason.
+func (c *Client) Drops(ctx context.Context) (map[string]uint64, error) {
+	var out map[string]uint64
+	return out, c.do(ctx, http.MethodGet, "/v1/datapath/drops", nil, &out)
+}
+
 // Get reads one store key.
 func (c *Client) Get(ctx context.Context, key string) (KV, error) {
 	var kv KV

@@ -183,3 +183,47 @@ type IdentityFlow struct {
 	Destination uint32 `json:"destination"`
 	Packets     uint64 `json:"packets"`
 }
+
+// PolicyInfo is one stored policy.
+type PolicyInfo struct {
+	Kind      string   `json:"kind"`
+	Namespace string   `json:"namespace,omitempty"`
+	Name      string   `json:"name"`
+	Rules     int      `json:"rules"`
+	Warnings  []string `json:"warnings,omitempty"`
+	YAML      string   `json:"yaml"`
+}
+
+// TraceEnd names one side of a policy trace: labels, an endpoint
+// ("node/id" or the ID), or an identity.
+type TraceEnd struct {
+	Labels   string `json:"labels,omitempty"`
+	Endpoint string `json:"endpoint,omitempty"`
+	Identity uint32 `json:"identity,omitempty"`
+}
+
+// TraceRequest asks whether traffic From → To on Port/Proto is allowed.
+type TraceRequest struct {
+	From  TraceEnd `json:"from"`
+	To    TraceEnd `json:"to"`
+	Port  uint16   `json:"port"`
+	Proto string   `json:"proto"`
+}
+
+// DirectionTrace is the verdict of the source's egress or the
+// destination's ingress.
+type DirectionTrace struct {
+	Verdict  string `json:"verdict"`
+	Enforced bool   `json:"enforced"`
+	Rule     string `json:"rule,omitempty"`
+	Reason   string `json:"reason"`
+}
+
+// TraceResult is the answer of a policy trace.
+type TraceResult struct {
+	Verdict      string         `json:"verdict"`
+	DecidingRule string         `json:"decidingRule,omitempty"`
+	Reason       string         `json:"reason"`
+	Egress       DirectionTrace `json:"egress"`
+	Ingress      DirectionTrace `json:"ingress"`
+}

@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -54,6 +56,27 @@ func newDatapathCmd() *cobra.Command {
 		},
 	}
 	identities.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	cmd.AddCommand(ipcache, identities)
+	drops := &cobra.Command{
+		Use: "drops", Short: "Dropped packets by reason", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			d, err := clientFor(cmd).Drops(ctx)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), d)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "REASON\tPACKETS")
+			for _, reason := range slices.Sorted(maps.Keys(d)) {
+				fmt.Fprintf(tw, "%s\t%d\n", reason, d[reason])
+			}
+			return tw.Flush()
+		},
+	}
+	drops.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.AddCommand(ipcache, identities, drops)
 	return cmd
 }

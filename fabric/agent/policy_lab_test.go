@@ -1,0 +1,226 @@
+package agent_test
+
+// Policy lab tests: Cilium's policy YAML, applied through the local API and
+// enforced by every node's datapath on identities. They need root.
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fabric-net/fabric/fabric/api"
+	"github.com/fabric-net/fabric/fabric/lab"
+	"github.com/fabric-net/fabric/fabric/lab/labtest"
+)
+
+// The demo from Cilium's documentation, on the lab's probe port (7777)
+// instead of 80: only the empire may reach the deathstar.
+const deathstarPolicy = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: rule1
+  namespace: default
+spec:
+  description: L3-L4 policy to restrict deathstar access to empire ships only
+  endpointSelector:
+    matchLabels:
+      org: empire
+      class: deathstar
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        org: empire
+    toPorts:
+    - ports:
+      - port: "7777"
+        protocol: TCP
+`
+
+// probe runs `fabric lab probe` inside a workload and reports whether the
+// target echoed.
+func probe(t *testing.T, ctx context.Context, l *lab.Lab, from, proto string, to netip.Addr) bool {
+	t.Helper()
+	out, _ := l.Exec(ctx, from, l.Spec().Binary, "lab", "probe", "-o", "json", "--timeout", "700ms",
+		"--"+proto, netip.AddrPortFrom(to, lab.ProbePort).String())
+	var o lab.ProbeOutcome
+	if err := json.Unmarshal([]byte(strings.TrimSpace(string(out))), &o); err != nil {
+		t.Fatalf("probe output %q: %v", out, err)
+	}
+	return o.OK
+}
+
+func TestLabPolicyDeathstar(t *testing.T) {
+	labtest.SkipUnlessAvailable(t)
+	labtest.SkipUnlessCNI(t, labtest.Binary(t))
+	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 2, Mode: "vxlan"})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ns := "k8s:io.kubernetes.pod.namespace=default"
+	add := func(node, name, labels string) netip.Addr {
+		w, err := l.AddWorkload(ctx, node, name, labels+","+ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ip := range w.IPs {
+			if ip.Is4() {
+				return ip
+			}
+		}
+		t.Fatalf("%s has no IPv4 address", name)
+		return netip.Addr{}
+	}
+	deathstar := add("c1-n2", "deathstar", "org=empire,class=deathstar")
+	add("c1-n1", "tiefighter", "org=empire,class=tiefighter")
+	add("c1-n1", "xwing", "org=alliance,class=xwing")
+	add("c1-n2", "xwing-local", "org=alliance,class=xwing")
+
+	// Before any policy everything is allowed.
+	for _, from := range []string{"tiefighter", "xwing", "xwing-local"} {
+		if !probe(t, ctx, l, from, "tcp", deathstar) {
+			t.Fatalf("%s cannot reach the deathstar before any policy", from)
+		}
+	}
+
+	c := l.Client("c1-n1")
+	infos, err := c.ApplyPolicies(ctx, []byte(deathstarPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	applied := time.Now()
+	t.Logf("applied %s/%s", infos[0].Namespace, infos[0].Name)
+	// Enforced everywhere quickly: the xwing on the other node is cut off.
+	for probe(t, ctx, l, "xwing", "tcp", deathstar) {
+		if time.Since(applied) > 5*time.Second {
+			t.Fatal("policy not enforced 5s after apply")
+		}
+	}
+	t.Logf("xwing cut off %s after apply (probe timeout 700ms included)", time.Since(applied).Round(time.Millisecond))
+
+	cases := []struct {
+		from, proto string
+		want        bool
+	}{
+		{"tiefighter", "tcp", true},   // empire, allowed port: the reply comes back
+		{"xwing", "tcp", false},       // alliance, other node
+		{"xwing-local", "tcp", false}, // alliance, same node
+		{"tiefighter", "udp", false},  // empire, but only TCP is allowed
+	}
+	for _, tc := range cases {
+		if got := probe(t, ctx, l, tc.from, tc.proto, deathstar); got != tc.want {
+			t.Errorf("%s → deathstar %s: allowed=%v, want %v", tc.from, tc.proto, got, tc.want)
+		}
+	}
+	drops, err := l.Client("c1-n2").Drops(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if drops["policy"] == 0 {
+		t.Errorf("no policy drop counted on the deathstar's node: %v", drops)
+	}
+
+	// The trace says the same, and names the rule.
+	tr, err := c.TracePolicy(ctx, traceReq("org=alliance,class=xwing,"+ns, "org=empire,class=deathstar,"+ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Verdict != "deny" || !strings.Contains(tr.Reason+tr.Ingress.Reason, "rule1") {
+		t.Errorf("trace xwing → deathstar: %+v", tr)
+	}
+	tr, err = c.TracePolicy(ctx, traceReq("org=empire,class=tiefighter,"+ns, "org=empire,class=deathstar,"+ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Verdict != "allow" {
+		t.Errorf("trace tiefighter → deathstar: %+v", tr)
+	}
+
+	// A deny beats the allow; deleting both restores access.
+	deny := `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: no-tiefighters, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {class: deathstar}}
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {class: tiefighter}}]
+`
+	if _, err := c.ApplyPolicies(ctx, []byte(deny)); err != nil {
+		t.Fatal(err)
+	}
+	waitProbe(t, ctx, l, "tiefighter", deathstar, false)
+	for _, name := range []string{"rule1", "no-tiefighters"} {
+		if err := c.DeletePolicy(ctx, "CiliumNetworkPolicy", "default", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitProbe(t, ctx, l, "xwing", deathstar, true)
+}
+
+func TestLabPolicyEgressAndCIDRRefused(t *testing.T) {
+	labtest.SkipUnlessAvailable(t)
+	labtest.SkipUnlessCNI(t, labtest.Binary(t))
+	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 2, Mode: "native"})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ips := map[string]netip.Addr{}
+	for _, w := range []struct{ node, name, labels string }{
+		{"c1-n1", "client", "app=client"}, {"c1-n2", "db", "app=db"}, {"c1-n2", "web", "app=web"},
+	} {
+		wl, err := l.AddWorkload(ctx, w.node, w.name, w.labels)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ips[w.name] = wl.IPs[0]
+	}
+	c := l.Client("c1-n2")
+	egress := `apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: client-to-web-only}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: web}}]
+    toPorts: [{ports: [{port: "7777", protocol: ANY}]}]
+`
+	if _, err := c.ApplyPolicies(ctx, []byte(egress)); err != nil {
+		t.Fatal(err)
+	}
+	waitProbe(t, ctx, l, "client", ips["db"], false)
+	if !probe(t, ctx, l, "client", "tcp", ips["web"]) || !probe(t, ctx, l, "client", "udp", ips["web"]) {
+		t.Error("client cannot reach web, which its egress policy allows (replies must pass)")
+	}
+	// The db is not selected by any policy and can still reach the client:
+	// egress enforcement is the client's, and it does not stop replies.
+	if !probe(t, ctx, l, "db", "tcp", ips["web"]) {
+		t.Error("db → web blocked, though no policy selects either for that direction")
+	}
+
+	cidr := `apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: cidr}
+spec:
+  endpointSelector: {matchLabels: {app: db}}
+  ingress: [{fromCIDR: [10.0.0.0/8]}]
+`
+	_, err := c.ApplyPolicies(ctx, []byte(cidr))
+	if err == nil || !strings.Contains(err.Error(), "CIDR") {
+		t.Errorf("a CIDR policy must be refused with a clear error until the datapath enforces it, got %v", err)
+	}
+}
+
+func traceReq(from, to string) api.TraceRequest {
+	return api.TraceRequest{From: api.TraceEnd{Labels: from}, To: api.TraceEnd{Labels: to}, Port: 7777, Proto: "tcp"}
+}
+
+// waitProbe waits until a TCP probe from a workload gives want.
+func waitProbe(t *testing.T, ctx context.Context, l *lab.Lab, from string, to netip.Addr, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for probe(t, ctx, l, from, "tcp", to) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s → %s: allowed never became %v", from, to, want)
+		}
+	}
+}
