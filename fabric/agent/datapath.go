@@ -187,8 +187,19 @@ func (r *dpReconciler) compilePolicies(st *bpf.State, local []policy.Endpoint) e
 			if e.Direction == policy.Egress {
 				dir = bpf.Egress
 			}
+			deny := e.Verdict == policy.Deny
+			if e.ICMP && e.Port == 0 {
+				// The datapath reads ICMP type 0 (echo reply) as "any
+				// type". Err on the closed side: an allow of echo replies
+				// is left out (replies pass by connection tracking
+				// anyway), a deny of them denies every ICMP type.
+				if !deny {
+					continue
+				}
+				e.PortEnd = 0
+			}
 			bp.Entries = append(bp.Entries, bpf.PolicyEntry{Direction: dir, Identity: e.Identity, Proto: e.Proto,
-				PortLo: e.Port, PortHi: e.PortEnd, Deny: e.Verdict == policy.Deny})
+				PortLo: e.Port, PortHi: e.PortEnd, Deny: deny})
 		}
 		st.Endpoints[i].Policy = bp
 	}
