@@ -109,7 +109,7 @@ func New(cfg Config, meta Meta) (*Pool, error) {
 	}
 	p := &Pool{
 		cfg:     cfg,
-		log:     logger.With("subsystem", "gossip"),
+		log:     logger,
 		started: time.Now(),
 		limiter: newRateLimiter(10 * time.Second),
 		members: make(map[string]*Member),

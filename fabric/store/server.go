@@ -118,7 +118,7 @@ func New(cfg Config) (*Store, error) {
 	}
 	s := &Store{
 		cfg:   cfg,
-		log:   cfg.Logger.With("subsystem", "store", "node", cfg.NodeID),
+		log:   cfg.Logger.With("node", cfg.NodeID),
 		fsm:   NewFSM(cfg.HistorySize),
 		id:    id,
 		rpc:   newRPCClient(id),
