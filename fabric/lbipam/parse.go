@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/fabric-net/fabric/fabric/suggest"
 )
 
 // Kinds and API versions ParsePools accepts.
@@ -119,7 +121,7 @@ func (p *parser) fields(n *yaml.Node, path string, known, ignored []string) map[
 		case slices.Contains(ignored, k.Value):
 		default:
 			msg := fmt.Sprintf("unknown field %q; known fields are %s", k.Value, strings.Join(known, ", "))
-			if s := closest(k.Value, known); s != "" {
+			if s := suggest.Closest(k.Value, known); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			}
 			p.errorf(k, join(path, k.Value), "%s", msg)
@@ -426,39 +428,4 @@ func kindName(n *yaml.Node) string {
 	default:
 		return "alias"
 	}
-}
-
-// closest returns the known name within two edits of s (ignoring case), if
-// any: the likely intended spelling of a typo.
-func closest(s string, known []string) string {
-	best, bestD := "", 3
-	for _, k := range known {
-		if d := editDistance(strings.ToLower(s), strings.ToLower(k)); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 64
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := prev[j-1]
-			if a[i-1] != b[j-1] {
-				c++
-			}
-			cur[j] = min(c, prev[j]+1, cur[j-1]+1)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

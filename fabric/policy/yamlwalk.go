@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/fabric-net/fabric/fabric/suggest"
 )
 
 // ParseError is a problem in a policy document, located by the field path
@@ -141,7 +143,7 @@ func (w *walker) fields(v val, allowed ...string) (map[string]val, error) {
 		seen[name] = true
 		if allowed != nil && !slices.Contains(allowed, name) {
 			msg := fmt.Sprintf("unknown field %q", name)
-			if s := suggest(name, allowed); s != "" {
+			if s := suggest.Closest(name, allowed); s != "" {
 				msg += fmt.Sprintf(": did you mean %q?", s)
 			}
 			return nil, w.errf(fv, "%s (fields here: %s); unknown fields are errors so a typo cannot widen the policy", msg, strings.Join(allowed, ", "))
@@ -228,41 +230,4 @@ func (w *walker) boolean(v val) (bool, error) {
 		return false, w.errf(v, "%q is not a boolean: use true or false", s)
 	}
 	return b, nil
-}
-
-// suggest returns the allowed name closest to a misspelt one, if close.
-func suggest(name string, allowed []string) string {
-	best, bestD := "", 3
-	for _, a := range allowed {
-		if strings.EqualFold(a, name) {
-			return a
-		}
-		if d := editDistance(strings.ToLower(name), strings.ToLower(a)); d < bestD {
-			best, bestD = a, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 99
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
