@@ -314,10 +314,11 @@ func benchPerPacket(ctx context.Context, o options, cl *cleanup, w io.Writer) er
 		}
 		fmt.Fprintf(w, " %d → %d |\n", overEmpty(perRepeat, first, c.name).Nanoseconds(), overEmpty(perRepeat, last, c.name).Nanoseconds())
 	}
-	fmt.Fprintf(w, "\nReading it: the ipcache is a kernel LPM trie, whose lookup walks one node per branching level between the root and the match; "+
-		"with /32 entries dense around the address looked up (as pod addresses are around each other), that depth grows with the log of their number, "+
-		"so the paths with an ipcache lookup (lxc send, native receive) are expected to grow with the number of entries around the address "+
-		"(a few ns per doubling in the hot loop, more when the trie's nodes are not in cache), and to stay flat when the entries are apart from it; "+
+	fmt.Fprintf(w, "\nReading it: the /32 (and /128) entries of the ipcache live in a hash (ipcache_host), which the programs look up first; "+
+		"only shorter prefixes (pod CIDRs) are in the kernel LPM trie (ipcache), the fallback. A trie lookup walks one node per branching level between the root and the match, "+
+		"and with /32 entries dense around the address looked up (as pod addresses are around each other) that depth grows with the log of their number; "+
+		"here the trie holds no /32 at all, so the paths with an ipcache lookup (lxc send, native receive) should stay about flat from 10 to 100k entries, "+
+		"around or apart, up to what a bigger hash costs in cache misses; "+
 		"the Geneve receive path does no ipcache lookup and is the control for the rest. "+
 		"Not measured: the VXLAN receive program (overlay) reads the tunnel key the kernel's VXLAN device attaches, which BPF_PROG_TEST_RUN cannot supply, "+
 		"so every test run would take its drop path. "+

@@ -52,7 +52,7 @@ func TestKeyEncodings(t *testing.T) {
 	for _, c := range []struct {
 		v    any
 		size int
-	}{{endpointKey{}, 20}, {endpointInfo{}, 24}, {ipcacheKey{}, 24}, {remoteInfo{}, 24}, {seenKey{}, 8}} {
+	}{{endpointKey{}, 20}, {endpointInfo{}, 24}, {ipcacheKey{}, 24}, {ipcacheHostKey{}, 20}, {remoteInfo{}, 24}, {seenKey{}, 8}} {
 		if got := binary.Size(c.v); got != c.size {
 			t.Errorf("%T is %d bytes; want %d", c.v, got, c.size)
 		}
@@ -98,13 +98,36 @@ func TestCompileState(t *testing.T) {
 		HostIfIndex: 5, MAC: mac, HostMAC: hmac, Identity: 1000}
 	d, err := compile(State{
 		Endpoints: []Endpoint{ep},
-		IPCache:   []IPCacheEntry{{Prefix: netip.MustParsePrefix("10.210.2.0/24"), Node: netip.MustParseAddr("10.77.0.2")}},
+		IPCache: []IPCacheEntry{
+			{Prefix: netip.MustParsePrefix("10.210.2.0/24"), Node: netip.MustParseAddr("10.77.0.2")},
+			{Prefix: netip.MustParsePrefix("10.210.2.10/32"), Identity: 2000, Node: netip.MustParseAddr("10.77.0.2")},
+			{Prefix: netip.MustParsePrefix("fd00:210:2::10/128"), Identity: 2000, Node: netip.MustParseAddr("10.77.0.2")},
+			{Prefix: netip.MustParsePrefix("fd00:210:2::/64"), Node: netip.MustParseAddr("10.77.0.2")},
+		},
 	}, ModeVXLAN)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d.endpoints) != 2 || len(d.devices) != 1 || len(d.ipcache) != 1 {
-		t.Errorf("compiled %d endpoints, %d devices, %d ipcache entries; want 2, 1, 1", len(d.endpoints), len(d.devices), len(d.ipcache))
+	if len(d.endpoints) != 2 || len(d.devices) != 1 || len(d.ipcache) != 2 || len(d.hosts) != 2 {
+		t.Errorf("compiled %d endpoints, %d devices, %d ipcache prefixes, %d host entries; want 2, 1, 2, 2",
+			len(d.endpoints), len(d.devices), len(d.ipcache), len(d.hosts))
+	}
+	// Full-length entries go to ipcache_host only, IPv4-mapped ones as IPv4.
+	for k := range d.ipcache {
+		if k.fullLength() {
+			t.Errorf("host entry %+v in the trie", k)
+		}
+	}
+	if _, ok := d.hosts[ipcacheHostKey{Family: familyV4, Addr: [16]byte{10, 210, 2, 10}}]; !ok {
+		t.Errorf("10.210.2.10/32 not among the host entries %v", d.hosts)
+	}
+	mapped, err := compile(State{IPCache: []IPCacheEntry{{Prefix: netip.MustParsePrefix("::ffff:10.210.2.10/128")}}}, ModeVXLAN)
+	if err != nil || len(mapped.hosts) != 1 || len(mapped.ipcache) != 0 {
+		t.Errorf("IPv4-mapped /128: %d host entries, %d prefixes, %v; want 1, 0", len(mapped.hosts), len(mapped.ipcache), err)
+	}
+	dup := []IPCacheEntry{{Prefix: netip.MustParsePrefix("10.210.2.10/32")}, {Prefix: netip.MustParsePrefix("::ffff:10.210.2.10/128")}}
+	if _, err := compile(State{IPCache: dup}, ModeVXLAN); err == nil {
+		t.Error("a host listed twice (once IPv4-mapped) was accepted")
 	}
 
 	big := ep
@@ -140,10 +163,18 @@ func TestIPCacheEntryRoundTrip(t *testing.T) {
 		{Prefix: netip.MustParsePrefix("10.201.3.7/32"), Identity: 0x11000, Node: netip.MustParseAddr("10.99.1.12")},
 		{Prefix: netip.MustParsePrefix("fd00:201::d00/120"), Node: netip.MustParseAddr("fd99:1::12")},
 		{Prefix: netip.MustParsePrefix("10.99.1.11/32"), Identity: 6},
+		{Prefix: netip.MustParsePrefix("fd00:201::d07/128"), Identity: 0x11000, Node: netip.MustParseAddr("fd99:1::12")},
 	} {
-		got := entryOf(ipcacheKeyOf(e.Prefix), remoteInfoOf(e))
+		k := ipcacheKeyOf(e.Prefix)
+		got := entryOf(k, remoteInfoOf(e))
 		if got != e {
 			t.Errorf("round trip of %+v gave %+v", e, got)
+		}
+		// Host entries are read back from ipcache_host, by its key.
+		if k.fullLength() {
+			if got := entryOf(k.hostKey().trieKey(), remoteInfoOf(e)); got != e {
+				t.Errorf("round trip of %+v through ipcache_host gave %+v", e, got)
+			}
 		}
 	}
 }

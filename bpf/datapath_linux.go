@@ -348,7 +348,12 @@ func (d *Datapath) Apply(st State) error {
 		putMap(d.lxc.Policy, want.policy),
 		syncMap(d.lxc.Endpoints, want.endpoints),
 		syncMap(d.lxc.LxcDevices, want.devices),
+		// Host entries are written before the trie loses its stale
+		// entries, so a /32 that an older version kept in the trie (pins
+		// from before ipcache_host) never goes missing in between.
+		putMap(d.lxc.IpcacheHost, want.hosts),
 		syncMap(d.lxc.Ipcache, want.ipcache),
+		deleteStale(d.lxc.IpcacheHost, want.hosts),
 		syncMap(d.lxc.Policy, want.policy),
 	)
 	indexes := make([]uint32, 0, len(want.devices))
@@ -388,6 +393,14 @@ func putMap[K, V comparable](m *ebpf.Map, want map[K]V) error {
 
 // syncMap makes m hold exactly want, writing only what differs.
 func syncMap[K, V comparable](m *ebpf.Map, want map[K]V) error {
+	if err := deleteStale(m, want); err != nil {
+		return err
+	}
+	return putMap(m, want)
+}
+
+// deleteStale deletes the entries of m that want lacks, and writes nothing.
+func deleteStale[K, V comparable](m *ebpf.Map, want map[K]V) error {
 	var (
 		k     K
 		v     V
@@ -407,7 +420,7 @@ func syncMap[K, V comparable](m *ebpf.Map, want map[K]V) error {
 			return fmt.Errorf("delete from map %s: %w", mapName(m), err)
 		}
 	}
-	return putMap(m, want)
+	return nil
 }
 
 func mapName(m *ebpf.Map) string {
@@ -444,8 +457,9 @@ func (d *Datapath) IngressSeen() (map[[2]uint32]uint64, error) {
 	return out, nil
 }
 
-// IPCache reads the ipcache map back from the kernel (not from the last
-// Apply), so operators and tests see what the datapath really uses.
+// IPCache reads the ipcache back from the kernel (not from the last Apply),
+// so operators and tests see what the datapath really uses: the host
+// entries of ipcache_host, then the prefixes of the ipcache trie.
 func (d *Datapath) IPCache() ([]IPCacheEntry, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -453,10 +467,18 @@ func (d *Datapath) IPCache() ([]IPCacheEntry, error) {
 		return nil, errors.New("ipcache: datapath is closed")
 	}
 	var (
+		h   ipcacheHostKey
 		k   ipcacheKey
 		v   remoteInfo
 		out []IPCacheEntry
 	)
+	hit := d.lxc.IpcacheHost.Iterate()
+	for hit.Next(&h, &v) {
+		out = append(out, entryOf(h.trieKey(), v))
+	}
+	if err := hit.Err(); err != nil {
+		return nil, fmt.Errorf("read ipcache_host: %w", err)
+	}
 	it := d.lxc.Ipcache.Iterate()
 	for it.Next(&k, &v) {
 		out = append(out, entryOf(k, v))
@@ -538,7 +560,7 @@ func (d *Datapath) Destroy() error {
 			errs = append(errs, d.removePinnedLink(name))
 		}
 	}
-	for _, m := range []*ebpf.Map{d.lxc.Endpoints, d.lxc.LxcDevices, d.lxc.Ipcache, d.lxc.IngressSeen, d.lxc.Metrics,
+	for _, m := range []*ebpf.Map{d.lxc.Endpoints, d.lxc.LxcDevices, d.lxc.Ipcache, d.lxc.IpcacheHost, d.lxc.IngressSeen, d.lxc.Metrics,
 		d.lxc.Policy, d.lxc.Ct, d.lxc.Fragments} {
 		errs = append(errs, m.Unpin())
 	}

@@ -26,6 +26,25 @@
 //     (no geneve module exists on the target kernels) and native-mode
 //     delivery with the source identity from the ipcache.
 //
+// # The ipcache
+//
+// What the datapath knows of addresses elsewhere in the cluster
+// (State.IPCache: remote endpoints and the pod CIDRs of other nodes) lives
+// in two pinned maps with one value, {identity, tunnel endpoint or nexthop}:
+// ipcache_host, a hash keyed by {family, address} holding every full-length
+// entry (/32 IPv4, /128 IPv6, IPv4-mapped ones as IPv4), and ipcache, an LPM
+// trie keyed by {prefix length, family, address} holding only the shorter
+// prefixes. lookup_ipcache4 and lookup_ipcache6 (include/common.h), the
+// programs' only way into either, try the hash first and fall back to the
+// trie: the same answer as one trie of everything, since a full-length match
+// is the longest, without the trie's walk growing with the endpoints packed
+// around an address. Apply puts every entry in exactly one of the two and
+// removes stale ones from whichever holds them, writing host entries before
+// the trie loses its stale ones, so an agent restarting on the pins of a
+// version without ipcache_host (its /32s and /128s in the trie; Open creates
+// the new pin) keeps forwarding to them until Apply has moved them. IPCache
+// reads both maps back.
+//
 // Every delivery to a local endpoint passes policy_ingress
 // (include/policy.h) with the resolved source identity; everything a workload
 // sends passes policy_egress in lxc.c with the destination's identity (its

@@ -39,6 +39,14 @@ type ipcacheKey struct {
 	Addr      [16]byte
 }
 
+// ipcacheHostKey keys ipcache_host, the hash of full-length entries (/32,
+// /128); shorter prefixes stay in the ipcache trie (include/common.h).
+type ipcacheHostKey struct {
+	Family uint8
+	Pad    [3]uint8
+	Addr   [16]byte
+}
+
 type remoteInfo struct {
 	Identity   uint32
 	Flags      uint16
@@ -135,6 +143,26 @@ func ipcacheKeyOf(p netip.Prefix) ipcacheKey {
 	return ipcacheKey{Prefixlen: uint32(32 + p.Bits()), Family: f, Addr: b}
 }
 
+// fullLength reports whether k is a host entry: a /32 IPv4 or /128 IPv6
+// address, which goes to ipcache_host rather than the trie.
+func (k ipcacheKey) fullLength() bool {
+	return k.Family == familyV4 && k.Prefixlen == 32+32 || k.Family == familyV6 && k.Prefixlen == 32+128
+}
+
+// hostKey is the ipcache_host key of a full-length trie key.
+func (k ipcacheKey) hostKey() ipcacheHostKey {
+	return ipcacheHostKey{Family: k.Family, Addr: k.Addr}
+}
+
+// trieKey is the inverse of ipcacheKey.hostKey.
+func (h ipcacheHostKey) trieKey() ipcacheKey {
+	bits := uint32(128)
+	if h.Family == familyV4 {
+		bits = 32
+	}
+	return ipcacheKey{Prefixlen: 32 + bits, Family: h.Family, Addr: h.Addr}
+}
+
 func remoteInfoOf(e IPCacheEntry) remoteInfo {
 	r := remoteInfo{Identity: e.Identity}
 	if e.Node.IsValid() {
@@ -167,7 +195,8 @@ func entryOf(k ipcacheKey, v remoteInfo) IPCacheEntry {
 type desired struct {
 	endpoints map[endpointKey]endpointInfo
 	devices   map[uint32]endpointInfo
-	ipcache   map[ipcacheKey]remoteInfo
+	ipcache   map[ipcacheKey]remoteInfo     // the trie: shorter prefixes only
+	hosts     map[ipcacheHostKey]remoteInfo // ipcache_host: /32 and /128
 	policy    map[policyKey]policyValue
 }
 
@@ -180,6 +209,7 @@ func compile(st State, mode Mode) (desired, error) {
 		endpoints: make(map[endpointKey]endpointInfo),
 		devices:   make(map[uint32]endpointInfo),
 		ipcache:   make(map[ipcacheKey]remoteInfo),
+		hosts:     make(map[ipcacheHostKey]remoteInfo),
 		policy:    make(map[policyKey]policyValue),
 	}
 	var errs []error
@@ -253,11 +283,19 @@ func compile(st State, mode Mode) (desired, error) {
 			continue
 		}
 		k := ipcacheKeyOf(e.Prefix)
-		if _, dup := d.ipcache[k]; dup {
+		_, dup := d.ipcache[k]
+		if k.fullLength() {
+			_, dup = d.hosts[k.hostKey()]
+		}
+		if dup {
 			errs = append(errs, fmt.Errorf("ipcache: prefix %s listed twice", e.Prefix))
 			continue
 		}
-		d.ipcache[k] = remoteInfoOf(e)
+		if k.fullLength() {
+			d.hosts[k.hostKey()] = remoteInfoOf(e)
+		} else {
+			d.ipcache[k] = remoteInfoOf(e)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return d, fmt.Errorf("datapath state: %w", err)

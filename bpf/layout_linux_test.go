@@ -16,6 +16,7 @@ func TestKeyLayoutMatchesBTF(t *testing.T) {
 		"endpoints":    {binary.Size(endpointKey{}), binary.Size(endpointInfo{})},
 		"lxc_devices":  {4, binary.Size(endpointInfo{})},
 		"ipcache":      {binary.Size(ipcacheKey{}), binary.Size(remoteInfo{})},
+		"ipcache_host": {binary.Size(ipcacheHostKey{}), binary.Size(remoteInfo{})},
 		"ingress_seen": {binary.Size(seenKey{}), 8},
 		"metrics":      {4, 8},
 		"policy":       {binary.Size(policyKey{}), binary.Size(policyValue{})},
@@ -38,6 +39,12 @@ func TestKeyLayoutMatchesBTF(t *testing.T) {
 			}
 			if m.Pinning != ebpf.PinByName {
 				t.Errorf("map %s is not pinned by name", name)
+			}
+		}
+		// Host entries in a hash, shorter prefixes in the trie (keys.go).
+		for name, typ := range map[string]ebpf.MapType{"ipcache": ebpf.LPMTrie, "ipcache_host": ebpf.Hash} {
+			if m, ok := spec.Maps[name]; ok && m.Type != typ {
+				t.Errorf("map %s is a %s; want %s", name, m.Type, typ)
 			}
 		}
 		for _, v := range []string{"cfg_mode", "cfg_underlay_ifindex", "cfg_node_ipv4", "cfg_geneve_port", "cfg_ct_tcp_ns", "cfg_ct_other_ns"} {

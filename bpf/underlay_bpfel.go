@@ -66,6 +66,13 @@ type underlayFragPorts struct {
 	Pad   uint16
 }
 
+type underlayIpcacheHostKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Pad    [3]uint8
+	Addr   [16]uint8
+}
+
 type underlayIpcacheKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -158,6 +165,7 @@ type underlayMapSpecs struct {
 	Fragments   *ebpf.MapSpec `ebpf:"fragments"`
 	IngressSeen *ebpf.MapSpec `ebpf:"ingress_seen"`
 	Ipcache     *ebpf.MapSpec `ebpf:"ipcache"`
+	IpcacheHost *ebpf.MapSpec `ebpf:"ipcache_host"`
 	LxcDevices  *ebpf.MapSpec `ebpf:"lxc_devices"`
 	Metrics     *ebpf.MapSpec `ebpf:"metrics"`
 	Policy      *ebpf.MapSpec `ebpf:"policy"`
@@ -204,6 +212,7 @@ type underlayMaps struct {
 	Fragments   *ebpf.Map `ebpf:"fragments"`
 	IngressSeen *ebpf.Map `ebpf:"ingress_seen"`
 	Ipcache     *ebpf.Map `ebpf:"ipcache"`
+	IpcacheHost *ebpf.Map `ebpf:"ipcache_host"`
 	LxcDevices  *ebpf.Map `ebpf:"lxc_devices"`
 	Metrics     *ebpf.Map `ebpf:"metrics"`
 	Policy      *ebpf.Map `ebpf:"policy"`
@@ -216,6 +225,7 @@ func (m *underlayMaps) Close() error {
 		m.Fragments,
 		m.IngressSeen,
 		m.Ipcache,
+		m.IpcacheHost,
 		m.LxcDevices,
 		m.Metrics,
 		m.Policy,

@@ -148,7 +148,16 @@ struct frag_ports {
 	__u16 pad;
 };
 
-/* LPM trie key: prefixlen counts the family word too (32 + address bits),
+/* The ipcache is two maps: ipcache_host, a hash of the full-length entries
+ * (/32 IPv4, /128 IPv6: remote endpoints, dense around each other), and
+ * ipcache, an LPM trie of the shorter prefixes (pod CIDRs). A lookup tries
+ * the hash first, which is what the trie would answer too (a full-length
+ * match is the longest), and falls back to the trie. A trie walks one node
+ * per branching level, so its cost grows with the entries packed around the
+ * address looked up; a hash lookup does not. The Go side (keys.go compile)
+ * puts each entry in exactly one of the two.
+ *
+ * LPM trie key: prefixlen counts the family word too (32 + address bits),
  * so IPv4 and IPv6 prefixes live in one trie without ever matching each
  * other. */
 struct ipcache_key {
@@ -156,6 +165,13 @@ struct ipcache_key {
 	__u8 family;
 	__u8 pad[3];
 	__u8 addr[16];
+};
+
+/* ipcache_host key: a full-length address. */
+struct ipcache_host_key {
+	__u8 family; /* FAMILY_V4 or FAMILY_V6 */
+	__u8 pad[3];
+	__u8 addr[16]; /* IPv4 in the first 4 bytes, the rest zero */
 };
 
 struct remote_info {
@@ -234,6 +250,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ipcache SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct ipcache_host_key);
+	__type(value, struct remote_info);
+	__uint(max_entries, 524288);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ipcache_host SEC(".maps");
+
 /* LRU so that a flood of identity pairs can never make counting fail. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
@@ -292,18 +317,32 @@ static __always_inline struct endpoint_info *lookup_endpoint6(const struct in6_a
 	return bpf_map_lookup_elem(&endpoints, &k);
 }
 
+/* lookup_ipcache4 and lookup_ipcache6 are the only readers of the ipcache:
+ * the host hash first, then the trie of shorter prefixes. */
 static __always_inline struct remote_info *lookup_ipcache4(__be32 addr)
 {
+	struct ipcache_host_key h = {.family = FAMILY_V4};
 	struct ipcache_key k = {.prefixlen = 32 + 32, .family = FAMILY_V4};
+	struct remote_info *ri;
 
+	__builtin_memcpy(h.addr, &addr, 4);
+	ri = bpf_map_lookup_elem(&ipcache_host, &h);
+	if (ri)
+		return ri;
 	__builtin_memcpy(k.addr, &addr, 4);
 	return bpf_map_lookup_elem(&ipcache, &k);
 }
 
 static __always_inline struct remote_info *lookup_ipcache6(const struct in6_addr *addr)
 {
+	struct ipcache_host_key h = {.family = FAMILY_V6};
 	struct ipcache_key k = {.prefixlen = 32 + 128, .family = FAMILY_V6};
+	struct remote_info *ri;
 
+	__builtin_memcpy(h.addr, addr, 16);
+	ri = bpf_map_lookup_elem(&ipcache_host, &h);
+	if (ri)
+		return ri;
 	__builtin_memcpy(k.addr, addr, 16);
 	return bpf_map_lookup_elem(&ipcache, &k);
 }
