@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -41,6 +42,9 @@ type Datapath struct {
 	underlay underlayObjects
 	links    map[string]link.Link // by pin name
 	closed   bool
+	done     chan struct{} // closed by Close and Destroy: ends the Flows readers
+
+	flowsLost atomic.Uint64 // flow events a slow Flows consumer missed
 }
 
 // Open loads the programs for cfg, reusing the maps pinned in cfg.PinDir (so
@@ -74,7 +78,7 @@ func Open(cfg Config) (*Datapath, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	d := &Datapath{cfg: cfg, log: log, links: make(map[string]link.Link)}
+	d := &Datapath{cfg: cfg, log: log, links: make(map[string]link.Link), done: make(chan struct{})}
 
 	consts := constants(cfg, underlayIf.Index, vxlanIndex)
 	sizes := mapSizes(cfg)
@@ -509,9 +513,6 @@ func (d *Datapath) Drops() (map[string]uint64, error) {
 	return out, nil
 }
 
-// dropReasons names the METRIC_DROP_* indexes of include/common.h.
-var dropReasons = []string{"unknown_destination", "spoofed_source", "encap", "decap", "policy"}
-
 // Close releases the datapath's file descriptors. Pinned maps and links stay,
 // so traffic keeps flowing until the next Open takes over.
 func (d *Datapath) Close() error {
@@ -521,6 +522,7 @@ func (d *Datapath) Close() error {
 		return nil
 	}
 	d.closed = true
+	close(d.done)
 	return errors.Join(d.closeLinks(), d.closeObjects())
 }
 
@@ -561,10 +563,11 @@ func (d *Datapath) Destroy() error {
 		}
 	}
 	for _, m := range []*ebpf.Map{d.lxc.Endpoints, d.lxc.LxcDevices, d.lxc.Ipcache, d.lxc.IpcacheHost, d.lxc.IngressSeen, d.lxc.Metrics,
-		d.lxc.Policy, d.lxc.Ct, d.lxc.Fragments} {
+		d.lxc.Policy, d.lxc.Ct, d.lxc.Fragments, d.lxc.Flows} {
 		errs = append(errs, m.Unpin())
 	}
 	d.closed = true
+	close(d.done)
 	errs = append(errs, d.closeObjects())
 	errs = append(errs, os.Remove(filepath.Join(d.cfg.PinDir, linksDir)))
 	if err := os.Remove(d.cfg.PinDir); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -3,6 +3,7 @@
 package bpf
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 )
@@ -15,9 +16,12 @@ type Datapath struct{}
 // Open returns ErrNotSupported outside Linux.
 func Open(cfg Config) (*Datapath, error) { return nil, errOS }
 
-func (d *Datapath) Apply(st State) error                       { return errOS }
-func (d *Datapath) IngressSeen() (map[[2]uint32]uint64, error) { return nil, errOS }
-func (d *Datapath) Drops() (map[string]uint64, error)          { return nil, errOS }
-func (d *Datapath) IPCache() ([]IPCacheEntry, error)           { return nil, errOS }
-func (d *Datapath) Close() error                               { return nil }
-func (d *Datapath) Destroy() error                             { return errOS }
+func (d *Datapath) Apply(st State) error                           { return errOS }
+func (d *Datapath) IngressSeen() (map[[2]uint32]uint64, error)     { return nil, errOS }
+func (d *Datapath) Drops() (map[string]uint64, error)              { return nil, errOS }
+func (d *Datapath) IPCache() ([]IPCacheEntry, error)               { return nil, errOS }
+func (d *Datapath) Flows(ctx context.Context) (<-chan Flow, error) { return nil, errOS }
+func (d *Datapath) FlowsLost() uint64                              { return 0 }
+func (d *Datapath) FlowEventsLost() (uint64, error)                { return 0, errOS }
+func (d *Datapath) Close() error                                   { return nil }
+func (d *Datapath) Destroy() error                                 { return errOS }

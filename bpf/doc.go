@@ -90,4 +90,23 @@
 // accepted before a change lives on until it idles out). Traffic the node's
 // stack itself routes into a workload would not pass policy_ingress; today
 // nodes have no routes to workloads, so there is none.
+//
+// # Flows
+//
+// The programs report flow events in the pinned ring buffer flows (1 MiB,
+// include/flows.h): a "drop" at every drop, where it is decided (policy in
+// policy_ingress and policy_egress, with the tuple and both identities; the
+// other reasons in drop(), with the tuple parsed from the packet as it is,
+// for a tunnel packet the outer one, and the sending endpoint as the egress
+// side on a workload veth, else no endpoint); a "new" when a conntrack entry
+// is created (at the sender's egress and at the delivery's ingress, so a
+// same-node connection gives two); an "end" at the first TCP FIN or RST of a
+// tracked connection, once per conntrack entry. Other packets emit nothing.
+// Events are 64 bytes (struct flow_event, flowEvent in flows.go); a full ring
+// buffer loses the event, counted in metrics as flow_events_lost
+// (FlowEventsLost), and never holds up the packet. Datapath.Flows reads the
+// ring buffer into a channel; flows a slow consumer does not take in time are
+// counted by FlowsLost. A ring buffer hands each event to one reader, so a
+// node has one Flows reader (the agent's); several would split the events.
+// Timestamps are bpf_ktime_get_ns, converted to the wall clock when read.
 package bpf

@@ -4,10 +4,24 @@ package bpf
 
 import (
 	"encoding/binary"
+	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 )
+
+// goName is the Go field name of a C member: snake_case to CamelCase.
+func goName(c string) string {
+	var b strings.Builder
+	for _, p := range strings.Split(c, "_") {
+		if p != "" {
+			b.WriteString(strings.ToUpper(p[:1]) + p[1:])
+		}
+	}
+	return b.String()
+}
 
 // TestKeyLayoutMatchesBTF checks the Go mirrors of the map structs against
 // the compiled objects (no root needed: only the ELF is read).
@@ -39,6 +53,22 @@ func TestKeyLayoutMatchesBTF(t *testing.T) {
 			}
 			if m.Pinning != ebpf.PinByName {
 				t.Errorf("map %s is not pinned by name", name)
+			}
+		}
+		if m, ok := spec.Maps["flows"]; !ok || m.Type != ebpf.RingBuf || m.Pinning != ebpf.PinByName {
+			t.Errorf("object lacks the pinned ring buffer flows (%v)", m)
+		}
+		var ev *btf.Struct
+		if err := spec.Types.TypeByName("flow_event", &ev); err != nil {
+			t.Errorf("struct flow_event: %v", err)
+		} else if int(ev.Size) != binary.Size(flowEvent{}) || int(ev.Size) != flowEventSize {
+			t.Errorf("struct flow_event is %d bytes in C; Go has %d (flowEventSize %d)", ev.Size, binary.Size(flowEvent{}), flowEventSize)
+		} else {
+			goT := reflect.TypeOf(flowEvent{})
+			for i, m := range ev.Members {
+				if f, ok := goT.FieldByName(goName(m.Name)); !ok || f.Offset != uintptr(m.Offset.Bytes()) || i >= goT.NumField() {
+					t.Errorf("flow_event.%s at %d in C; Go field %v", m.Name, m.Offset.Bytes(), f)
+				}
 			}
 		}
 		// Host entries in a hash, shorter prefixes in the trie (keys.go).

@@ -182,12 +182,12 @@ static __always_inline int encap_geneve(struct __sk_buff *skb, __u32 vni, __be32
 	__u32 hash, len;
 
 	if (bpf_skb_load_bytes(skb, 0, &h.inner, sizeof(h.inner)))
-		return drop(METRIC_DROP_ENCAP);
+		return drop(skb, METRIC_DROP_ENCAP);
 	/* The flow hash becomes the UDP source port, so the underlay's ECMP
 	 * spreads flows as it would spread the flows themselves. */
 	hash = bpf_get_hash_recalc(skb);
 	if (bpf_skb_adjust_room(skb, GENEVE_ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags))
-		return drop(METRIC_DROP_ENCAP);
+		return drop(skb, METRIC_DROP_ENCAP);
 
 	len = skb->len - sizeof(struct ethhdr);
 	if (len > 0xffff)
@@ -214,7 +214,7 @@ static __always_inline int encap_geneve(struct __sk_buff *skb, __u32 vni, __be32
 
 	if (bpf_skb_store_bytes(skb, sizeof(struct ethhdr), &h, sizeof(h), 0) ||
 	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &outer_proto, 2, 0))
-		return drop(METRIC_DROP_ENCAP);
+		return drop(skb, METRIC_DROP_ENCAP);
 	nh.ipv4_nh = node;
 	return bpf_redirect_neigh(cfg_underlay_ifindex, &nh, sizeof(nh), 0);
 }
@@ -234,17 +234,17 @@ static __always_inline int forward_remote(struct __sk_buff *skb, __u32 src,
 		struct bpf_tunnel_key key = {};
 
 		if (!node4)
-			return drop(METRIC_DROP_ENCAP);
+			return drop(skb, METRIC_DROP_ENCAP);
 		key.tunnel_id = src; /* the VNI carries the source identity */
 		key.remote_ipv4 = bpf_ntohl(node4);
 		key.tunnel_ttl = 64;
 		if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX))
-			return drop(METRIC_DROP_ENCAP);
+			return drop(skb, METRIC_DROP_ENCAP);
 		return bpf_redirect(cfg_vxlan_ifindex, 0);
 	}
 	if (cfg_mode == MODE_GENEVE) {
 		if (!node4)
-			return drop(METRIC_DROP_ENCAP);
+			return drop(skb, METRIC_DROP_ENCAP);
 		return encap_geneve(skb, src, node4);
 	}
 
@@ -331,7 +331,7 @@ static __always_inline int from_lxc4(struct __sk_buff *skb)
 	if (dst) {
 		src = source_identity(skb, lookup_endpoint4(saddr));
 		if (src < 0)
-			return drop(METRIC_DROP_SPOOFED_SRC);
+			return drop(skb, METRIC_DROP_SPOOFED_SRC);
 		if (egress_denied(skb, dst->identity, true))
 			return TC_ACT_SHOT;
 		return deliver_local(skb, src, dst);
@@ -345,7 +345,7 @@ static __always_inline int from_lxc4(struct __sk_buff *skb)
 	}
 	src = source_identity(skb, lookup_endpoint4(saddr));
 	if (src < 0)
-		return drop(METRIC_DROP_SPOOFED_SRC);
+		return drop(skb, METRIC_DROP_SPOOFED_SRC);
 	if (egress_denied(skb, remote_identity(ri), true))
 		return TC_ACT_SHOT;
 	return forward_remote(skb, src, ri, false);
@@ -376,7 +376,7 @@ static __always_inline int from_lxc6(struct __sk_buff *skb)
 	if (dst) {
 		src = source_identity(skb, lookup_endpoint6(&saddr));
 		if (src < 0)
-			return drop(METRIC_DROP_SPOOFED_SRC);
+			return drop(skb, METRIC_DROP_SPOOFED_SRC);
 		if (egress_denied(skb, dst->identity, true))
 			return TC_ACT_SHOT;
 		return deliver_local(skb, src, dst);
@@ -390,7 +390,7 @@ static __always_inline int from_lxc6(struct __sk_buff *skb)
 	}
 	src = source_identity(skb, lookup_endpoint6(&saddr));
 	if (src < 0)
-		return drop(METRIC_DROP_SPOOFED_SRC);
+		return drop(skb, METRIC_DROP_SPOOFED_SRC);
 	if (egress_denied(skb, remote_identity(ri), true))
 		return TC_ACT_SHOT;
 	return forward_remote(skb, src, ri, true);

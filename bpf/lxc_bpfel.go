@@ -48,6 +48,25 @@ type lxcEndpointKey struct {
 	Pad    [3]uint8
 }
 
+type lxcFlowEvent struct {
+	_           structs.HostLayout
+	Ts          uint64
+	Ifindex     uint32
+	SrcIdentity uint32
+	DstIdentity uint32
+	Saddr       [16]uint8
+	Daddr       [16]uint8
+	Sport       uint16
+	Dport       uint16
+	Family      uint8
+	Proto       uint8
+	Dir         uint8
+	Verdict     uint8
+	Reason      uint8
+	Type        uint8
+	Pad         [2]uint8
+}
+
 type lxcFragKey struct {
 	_      structs.HostLayout
 	Saddr  [16]uint8
@@ -162,6 +181,7 @@ type lxcProgramSpecs struct {
 type lxcMapSpecs struct {
 	Ct          *ebpf.MapSpec `ebpf:"ct"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
+	Flows       *ebpf.MapSpec `ebpf:"flows"`
 	Fragments   *ebpf.MapSpec `ebpf:"fragments"`
 	IngressSeen *ebpf.MapSpec `ebpf:"ingress_seen"`
 	Ipcache     *ebpf.MapSpec `ebpf:"ipcache"`
@@ -185,6 +205,7 @@ type lxcVariableSpecs struct {
 	CfgNodeIpv6        *ebpf.VariableSpec `ebpf:"cfg_node_ipv6"`
 	CfgUnderlayIfindex *ebpf.VariableSpec `ebpf:"cfg_underlay_ifindex"`
 	CfgVxlanIfindex    *ebpf.VariableSpec `ebpf:"cfg_vxlan_ifindex"`
+	FlowEventBtfAnchor *ebpf.VariableSpec `ebpf:"flow_event_btf_anchor"`
 }
 
 // lxcObjects contains all objects after they have been loaded into the kernel.
@@ -209,6 +230,7 @@ func (o *lxcObjects) Close() error {
 type lxcMaps struct {
 	Ct          *ebpf.Map `ebpf:"ct"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
+	Flows       *ebpf.Map `ebpf:"flows"`
 	Fragments   *ebpf.Map `ebpf:"fragments"`
 	IngressSeen *ebpf.Map `ebpf:"ingress_seen"`
 	Ipcache     *ebpf.Map `ebpf:"ipcache"`
@@ -222,6 +244,7 @@ func (m *lxcMaps) Close() error {
 	return _LxcClose(
 		m.Ct,
 		m.Endpoints,
+		m.Flows,
 		m.Fragments,
 		m.IngressSeen,
 		m.Ipcache,
@@ -246,6 +269,7 @@ type lxcVariables struct {
 	CfgNodeIpv6        *ebpf.Variable `ebpf:"cfg_node_ipv6"`
 	CfgUnderlayIfindex *ebpf.Variable `ebpf:"cfg_underlay_ifindex"`
 	CfgVxlanIfindex    *ebpf.Variable `ebpf:"cfg_vxlan_ifindex"`
+	FlowEventBtfAnchor *ebpf.Variable `ebpf:"flow_event_btf_anchor"`
 }
 
 // lxcPrograms contains all programs after they have been loaded into the kernel.

@@ -38,10 +38,10 @@ int overlay_ingress(struct __sk_buff *skb)
 	if (skb->protocol != bpf_htons(ETH_P_IP) && skb->protocol != bpf_htons(ETH_P_IPV6))
 		return TC_ACT_OK;
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0))
-		return drop(METRIC_DROP_DECAP);
+		return drop(skb, METRIC_DROP_DECAP);
 	ep = inner_endpoint(skb, skb->protocol);
 	if (!ep)
-		return drop(METRIC_DROP_UNKNOWN_DST);
+		return drop(skb, METRIC_DROP_UNKNOWN_DST);
 	return deliver_local(skb, key.tunnel_id, ep);
 }
 

@@ -38,34 +38,34 @@ static __always_inline int from_geneve(struct __sk_buff *skb)
 		return TC_ACT_OK;
 
 	if (bpf_skb_load_bytes(skb, OUTER_LEN, &gnv, sizeof(gnv)))
-		return drop(METRIC_DROP_DECAP);
+		return drop(skb, METRIC_DROP_DECAP);
 	if ((gnv.ver_optlen >> 6) != 0 || gnv.proto != bpf_htons(ETH_P_TEB_))
-		return drop(METRIC_DROP_DECAP);
+		return drop(skb, METRIC_DROP_DECAP);
 	optlen = (gnv.ver_optlen & 0x3f) * 4; /* at most 252: bounded */
 	vni = (__u32)gnv.vni[0] << 16 | (__u32)gnv.vni[1] << 8 | gnv.vni[2];
 	inner_off = OUTER_LEN + sizeof(gnv) + optlen;
 	if (bpf_skb_load_bytes(skb, inner_off, &inner, sizeof(inner)))
-		return drop(METRIC_DROP_DECAP);
+		return drop(skb, METRIC_DROP_DECAP);
 
 	if (inner.h_proto == bpf_htons(ETH_P_IP)) {
 		__be32 daddr;
 
 		if (bpf_skb_load_bytes(skb, inner_off + sizeof(inner) + offsetof(struct iphdr, daddr), &daddr, 4))
-			return drop(METRIC_DROP_DECAP);
+			return drop(skb, METRIC_DROP_DECAP);
 		ep = lookup_endpoint4(daddr);
 		flags = FABRIC_ADJ_ROOM_DECAP_L3_IPV4;
 	} else if (inner.h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct in6_addr daddr;
 
 		if (bpf_skb_load_bytes(skb, inner_off + sizeof(inner) + offsetof(struct ipv6hdr, daddr), &daddr, 16))
-			return drop(METRIC_DROP_DECAP);
+			return drop(skb, METRIC_DROP_DECAP);
 		ep = lookup_endpoint6(&daddr);
 		flags = FABRIC_ADJ_ROOM_DECAP_L3_IPV6;
 	} else {
-		return drop(METRIC_DROP_DECAP);
+		return drop(skb, METRIC_DROP_DECAP);
 	}
 	if (!ep)
-		return drop(METRIC_DROP_UNKNOWN_DST);
+		return drop(skb, METRIC_DROP_UNKNOWN_DST);
 
 	/* Remove everything between the outer Ethernet header and the inner
 	 * L3 header; the outer Ethernet header then only needs the inner
@@ -73,9 +73,9 @@ static __always_inline int from_geneve(struct __sk_buff *skb)
 	err = bpf_skb_adjust_room(skb, -(__s32)(inner_off + sizeof(inner) - sizeof(struct ethhdr)),
 				  BPF_ADJ_ROOM_MAC, flags);
 	if (err)
-		return drop(METRIC_DROP_DECAP);
+		return drop(skb, METRIC_DROP_DECAP);
 	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &inner.h_proto, 2, 0))
-		return drop(METRIC_DROP_DECAP);
+		return drop(skb, METRIC_DROP_DECAP);
 	return deliver_local(skb, vni, ep);
 }
 

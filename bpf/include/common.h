@@ -220,6 +220,7 @@ enum {
 	METRIC_DROP_ENCAP,           /* a helper failed while encapsulating */
 	METRIC_DROP_DECAP,           /* a helper failed while decapsulating */
 	METRIC_DROP_POLICY,          /* policy_ingress or policy_egress said no */
+	METRIC_FLOW_EVENTS_LOST,     /* not a drop: the flows ring buffer was full */
 	METRIC_MAX = 16,
 };
 
@@ -282,12 +283,6 @@ static __always_inline void count(__u32 idx)
 
 	if (v)
 		*v += 1; /* per-CPU: no atomics needed */
-}
-
-static __always_inline int drop(__u32 reason)
-{
-	count(reason);
-	return TC_ACT_SHOT;
 }
 
 /* ensure makes the first n bytes linear so direct packet access can read

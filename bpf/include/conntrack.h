@@ -30,6 +30,11 @@
 #define ICMPV6_ECHO_REQUEST_ 128
 #define ICMPV6_ECHO_REPLY_ 129
 
+/* Results of ct_lookup. */
+#define CT_NEW 0     /* not tracked */
+#define CT_TRACKED 1 /* a packet of a tracked connection */
+#define CT_ENDED 2   /* the same, and its first FIN or RST */
+
 /* CT lifetimes are refreshed at most this often, so that established flows
  * do not write their entry at every packet. */
 #define CT_REFRESH_NS 1000000000ULL
@@ -220,19 +225,27 @@ static __always_inline __u32 ct_tcp_flags(const struct flow *f)
 	return 0;
 }
 
-/* ct_touch refreshes a live entry that f belongs to. */
-static __always_inline void ct_touch(struct ct_entry *e, const struct flow *f, __u32 add, __u64 now)
+/* ct_touch refreshes a live entry that f belongs to. It returns CT_ENDED
+ * when f is the first FIN or RST of the connection, else CT_TRACKED. */
+static __always_inline int ct_touch(struct ct_entry *e, const struct flow *f, __u32 add, __u64 now)
 {
+	int ret = CT_TRACKED;
+
 	add |= ct_tcp_flags(f);
-	if ((e->flags & add) != add)
+	if ((e->flags & add) != add) {
+		if ((add & CT_F_CLOSING) && !(e->flags & CT_F_CLOSING))
+			ret = CT_ENDED;
 		e->flags |= add; /* racing writers only ever add the same bits */
+	}
 	if (now - e->last_seen > CT_REFRESH_NS)
 		e->last_seen = now;
+	return ret;
 }
 
 /* ct_lookup reports whether f belongs to a connection the local endpoint
- * (in direction dir) already accepted: a reply, or a later packet. */
-static __always_inline bool ct_lookup(struct flow *f, __u8 dir, __u64 now)
+ * (in direction dir) already accepted, a reply or a later packet
+ * (CT_TRACKED or CT_ENDED), or not (CT_NEW). */
+static __always_inline int ct_lookup(struct flow *f, __u8 dir, __u64 now)
 {
 	struct ct_key rev = {
 		.sport = f->key.dport,
@@ -246,28 +259,24 @@ static __always_inline bool ct_lookup(struct flow *f, __u8 dir, __u64 now)
 	__builtin_memcpy(rev.saddr, f->key.daddr, 16);
 	__builtin_memcpy(rev.daddr, f->key.saddr, 16);
 	e = bpf_map_lookup_elem(&ct, &rev);
-	if (e && ct_alive(e, f->key.proto, now)) {
-		ct_touch(e, f, CT_F_SEEN_REPLY, now);
-		return true;
-	}
+	if (e && ct_alive(e, f->key.proto, now))
+		return ct_touch(e, f, CT_F_SEEN_REPLY, now);
 	f->key.dir = dir;
 	e = bpf_map_lookup_elem(&ct, &f->key);
-	if (e && ct_alive(e, f->key.proto, now)) {
-		ct_touch(e, f, 0, now);
-		return true;
-	}
-	return false;
+	if (e && ct_alive(e, f->key.proto, now))
+		return ct_touch(e, f, 0, now);
+	return CT_NEW;
 }
 
 /* ct_create tracks f as accepted by the local endpoint in direction dir
- * (replacing an expired entry). A later fragment whose ports are unknown
- * makes none. */
-static __always_inline void ct_create(struct flow *f, __u8 dir, __u64 now)
+ * (replacing an expired entry), and reports whether it did. A later
+ * fragment whose ports are unknown makes none. */
+static __always_inline bool ct_create(struct flow *f, __u8 dir, __u64 now)
 {
 	struct ct_entry e = {.last_seen = now, .flags = ct_tcp_flags(f)};
 
 	if (!f->l4)
-		return;
+		return false;
 	f->key.dir = dir;
-	bpf_map_update_elem(&ct, &f->key, &e, BPF_ANY);
+	return bpf_map_update_elem(&ct, &f->key, &e, BPF_ANY) == 0;
 }

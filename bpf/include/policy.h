@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "conntrack.h"
+#include "flows.h"
 
 /* policy_verdict looks up the entries of the endpoint behind ifindex that
  * match peer, f's protocol and port: every combination of {peer, any} x
@@ -87,24 +88,35 @@ static __always_inline int policy_ingress(struct __sk_buff *skb, __u32 src_ident
 {
 	struct flow f;
 	__u64 now;
+	int ct;
 
 	if (parse_flow(skb, &f)) {
 		/* Unreadable IP header: no tuple to judge. */
 		if (dst->flags & EP_F_INGRESS_ENFORCED)
-			return TC_ACT_SHOT;
+			goto deny;
 		goto pass;
 	}
 	if (f.exempt)
 		goto pass;
 	now = bpf_ktime_get_ns();
-	if (ct_lookup(&f, DIR_INGRESS, now))
+	ct = ct_lookup(&f, DIR_INGRESS, now);
+	if (ct == CT_ENDED)
+		emit_flow(&f, dst->ifindex, src_identity, dst->identity,
+			  FLOW_META(FLOW_EV_END, DIR_INGRESS, 0));
+	if (ct != CT_NEW)
 		goto pass;
 	if (!policy_allows(dst->ifindex, dst->flags, DIR_INGRESS, src_identity, &f))
-		return TC_ACT_SHOT;
-	ct_create(&f, DIR_INGRESS, now);
+		goto deny;
+	if (ct_create(&f, DIR_INGRESS, now))
+		emit_flow(&f, dst->ifindex, src_identity, dst->identity,
+			  FLOW_META(FLOW_EV_NEW, DIR_INGRESS, 0));
 pass:
 	count_seen(src_identity, dst->identity);
 	return TC_ACT_OK;
+deny:
+	emit_flow(&f, dst->ifindex, src_identity, dst->identity,
+		  FLOW_META(FLOW_EV_DROP, DIR_INGRESS, METRIC_DROP_POLICY));
+	return TC_ACT_SHOT;
 }
 
 /* policy_egress decides whether the packet (Ethernet header at offset 0)
@@ -118,16 +130,21 @@ static __always_inline int policy_egress(struct __sk_buff *skb, __u32 dst_identi
 {
 	__u32 ifindex = skb->ifindex;
 	struct endpoint_info *src;
+	__u32 flags, src_identity;
 	struct flow f;
-	__u32 flags;
 	__u64 now;
+	int ct;
 
 	src = bpf_map_lookup_elem(&lxc_devices, &ifindex);
 	if (!src)
 		return TC_ACT_OK;
 	flags = src->flags;
-	if (parse_flow(skb, &f))
-		return (flags & EP_F_EGRESS_ENFORCED) ? TC_ACT_SHOT : TC_ACT_OK;
+	src_identity = src->identity;
+	if (parse_flow(skb, &f)) {
+		if (flags & EP_F_EGRESS_ENFORCED)
+			goto deny;
+		return TC_ACT_OK;
+	}
 	if (f.exempt)
 		return TC_ACT_OK;
 	if (!src_verified && flags) {
@@ -137,15 +154,23 @@ static __always_inline int policy_egress(struct __sk_buff *skb, __u32 dst_identi
 		__builtin_memcpy(k.addr, f.key.saddr, 16);
 		own = bpf_map_lookup_elem(&endpoints, &k);
 		if (!own || own->ifindex != ifindex)
-			return TC_ACT_SHOT;
+			goto deny;
 	}
 	now = bpf_ktime_get_ns();
-	if (ct_lookup(&f, DIR_EGRESS, now))
+	ct = ct_lookup(&f, DIR_EGRESS, now);
+	if (ct == CT_ENDED)
+		emit_flow(&f, ifindex, src_identity, dst_identity, FLOW_META(FLOW_EV_END, DIR_EGRESS, 0));
+	if (ct != CT_NEW)
 		return TC_ACT_OK;
 	if (!policy_allows(ifindex, flags, DIR_EGRESS, dst_identity, &f))
-		return TC_ACT_SHOT;
-	ct_create(&f, DIR_EGRESS, now);
+		goto deny;
+	if (ct_create(&f, DIR_EGRESS, now))
+		emit_flow(&f, ifindex, src_identity, dst_identity, FLOW_META(FLOW_EV_NEW, DIR_EGRESS, 0));
 	return TC_ACT_OK;
+deny:
+	emit_flow(&f, ifindex, src_identity, dst_identity,
+		  FLOW_META(FLOW_EV_DROP, DIR_EGRESS, METRIC_DROP_POLICY));
+	return TC_ACT_SHOT;
 }
 
 /* deliver_local hands the packet, whose Ethernet header is at offset 0, to
@@ -158,8 +183,10 @@ static __always_inline int deliver_local(struct __sk_buff *skb, __u32 src_identi
 	struct endpoint_info e = *ep;
 	__u8 macs[12];
 
-	if (policy_ingress(skb, src_identity, &e) != TC_ACT_OK)
-		return drop(METRIC_DROP_POLICY);
+	if (policy_ingress(skb, src_identity, &e) != TC_ACT_OK) {
+		count(METRIC_DROP_POLICY); /* policy_ingress reported it */
+		return TC_ACT_SHOT;
+	}
 	__builtin_memcpy(macs, e.mac, 6);
 	__builtin_memcpy(macs + 6, e.host_mac, 6);
 	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0))
