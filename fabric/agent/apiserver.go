@@ -76,6 +76,8 @@ func newAPIServer(a *Agent, socket string) (*apiServer, error) {
 	mux.HandleFunc("GET /v1/datapath/ipcache", s.handle(s.datapathIPCache))
 	mux.HandleFunc("GET /v1/datapath/identities", s.handle(s.datapathSeen))
 	mux.HandleFunc("GET /v1/datapath/drops", s.handle(s.datapathDrops))
+	// Streams: no 15s handler timeout.
+	mux.HandleFunc("GET /v1/flows", s.serveFlows)
 	mux.HandleFunc("GET /v1/policies", s.handle(s.listPolicies))
 	mux.HandleFunc("POST /v1/policies", s.handle(s.applyPolicies))
 	mux.HandleFunc("DELETE /v1/policies/{kind}/{ns}/{name}", s.handle(s.deletePolicy))

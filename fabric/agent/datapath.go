@@ -58,6 +58,8 @@ type dpReconciler struct {
 	policies *mirror
 	idents   *mirror
 
+	flows *flowHub
+
 	// parsed caches each stored policy's parse by its key, so a change to
 	// one policy does not reparse all of them.
 	parsedMu sync.Mutex
@@ -128,6 +130,7 @@ func newDPReconciler(a *Agent, dp Datapath) *dpReconciler {
 		policies: newMirror(policyPrefix, a.log.With("subsys", "policy")),
 		idents:   newMirror(identity.PrefixIDs, a.log.With("subsys", "policy")),
 		parsed:   map[string]parsedPolicy{},
+		flows:    newFlowHub(),
 	}
 }
 
@@ -210,6 +213,7 @@ func (r *dpReconciler) compilePolicies(st *bpf.State, local []policy.Endpoint) e
 // changed behind the agent's back.
 func (r *dpReconciler) run(ctx context.Context) {
 	go r.eps.run(ctx, r.a.store)
+	go r.flowLoop(ctx)
 	go r.policies.run(ctx, r.a.store)
 	go r.idents.run(ctx, r.a.store)
 	resync := time.NewTicker(10 * time.Second)

@@ -26,6 +26,7 @@ type metricsCollector struct {
 	dpEPs    *prometheus.Desc
 	dpCache  *prometheus.Desc
 	dropped  *prometheus.Desc
+	dpDrops  *prometheus.Desc
 }
 
 func newMetricsCollector(a *Agent) *metricsCollector {
@@ -44,6 +45,7 @@ func newMetricsCollector(a *Agent) *metricsCollector {
 		dpEPs:    d("datapath_endpoints", "Local endpoints programmed in the datapath."),
 		dpCache:  d("datapath_ipcache_entries", "IP cache entries programmed in the datapath."),
 		dropped:  d("gossip_dropped_events_total", "Membership events not delivered to a slow subscriber."),
+		dpDrops:  d("datapath_drops_total", "Packets the datapath dropped, by reason.", "reason"),
 	}
 }
 
@@ -76,6 +78,11 @@ func (m *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		ds := m.a.dp.status()
 		gauge(m.dpEPs, float64(ds.Endpoints))
 		gauge(m.dpCache, float64(ds.IPCache))
+		if drops, err := m.a.dp.dp.Drops(); err == nil {
+			for reason, n := range drops {
+				ch <- prometheus.MustNewConstMetric(m.dpDrops, prometheus.CounterValue, float64(n), reason)
+			}
+		}
 	}
 }
 

@@ -121,6 +121,27 @@ func TestLabPolicyDeathstar(t *testing.T) {
 		t.Errorf("no policy drop counted on the deathstar's node: %v", drops)
 	}
 
+	// `fabric observe` on the deathstar's node shows the xwing's drop with
+	// its reason, identities and labels.
+	var seen []api.Flow
+	err = l.Client("c1-n2").Flows(ctx, api.FlowFilter{Verdict: "dropped", Labels: "class=xwing"}, false, func(f api.Flow) error {
+		seen = append(seen, f)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, f := range seen {
+		if f.Reason == "policy" && f.Dest.Port == lab.ProbePort && f.Dest.IP == deathstar.String() &&
+			strings.Contains(f.Dest.Labels, "class=deathstar") && strings.Contains(f.Source.Labels, "org=alliance") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no policy drop of an xwing flow to the deathstar in the node's flows: %+v", seen)
+	}
+
 	// The trace says the same, and names the rule.
 	tr, err := c.TracePolicy(ctx, traceReq("org=alliance,class=xwing,"+ns, "org=empire,class=deathstar,"+ns))
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 )
 
 // DefaultSocket is where the agent listens unless configured otherwise;
@@ -130,6 +131,54 @@ func (c *Client) TracePolicy(ctx context.Context, req TraceRequest) (TraceResult
 func (c *Client) Drops(ctx context.Context) (map[string]uint64, error) {
 	var out map[string]uint64
 	return out, c.do(ctx, http.MethodGet, "/v1/datapath/drops", nil, &out)
+}
+
+// Flows reads the flows the agent remembers that match f, then, with
+// follow, new ones as they happen, calling fn for each until ctx ends or fn
+// returns an error.
+func (c *Client) Flows(ctx context.Context, f FlowFilter, follow bool, fn func(Flow) error) error {
+	q := url.Values{}
+	for k, v := range map[string]string{"labels": f.Labels, "ip": f.IP, "proto": f.Proto, "verdict": f.Verdict} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if f.Identity != 0 {
+		q.Set("identity", strconv.FormatUint(uint64(f.Identity), 10))
+	}
+	if f.Port != 0 {
+		q.Set("port", strconv.FormatUint(uint64(f.Port), 10))
+	}
+	if follow {
+		q.Set("follow", "1")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://fabric/v1/flows?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("agent API at %s: %w (is the agent running? set FABRIC_SOCKET or --socket)", c.socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e Error
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e)
+		return &StatusError{Code: resp.StatusCode, Message: e.Error}
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var fl Flow
+		if err := dec.Decode(&fl); err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read flows: %w", err)
+		}
+		if err := fn(fl); err != nil {
+			return err
+		}
+	}
 }
 
 // Get reads one store key.

@@ -227,3 +227,37 @@ type TraceResult struct {
 	Egress       DirectionTrace `json:"egress"`
 	Ingress      DirectionTrace `json:"ingress"`
 }
+
+// Flow is one datapath event as `fabric observe` shows it: a connection's
+// first packet, its end, or a drop.
+type Flow struct {
+	Time      time.Time `json:"time"`
+	Node      string    `json:"node"`
+	Event     string    `json:"event"`   // new, end, drop
+	Verdict   string    `json:"verdict"` // forwarded, dropped
+	Reason    string    `json:"reason,omitempty"`
+	Direction string    `json:"direction"` // ingress or egress of the local endpoint
+	Proto     string    `json:"proto"`
+	Source    FlowPeer  `json:"source"`
+	Dest      FlowPeer  `json:"destination"`
+}
+
+// FlowPeer is one end of a flow.
+type FlowPeer struct {
+	IP       string `json:"ip"`
+	Port     uint16 `json:"port,omitempty"`
+	Identity uint32 `json:"identity"`
+	Labels   string `json:"labels,omitempty"`
+	Endpoint string `json:"endpoint,omitempty"` // set for this node's endpoints
+}
+
+// FlowFilter selects flows; empty fields match everything. A flow matches
+// when either end matches Labels, Identity, IP and Port.
+type FlowFilter struct {
+	Labels   string `json:"labels,omitempty"`
+	Identity uint32 `json:"identity,omitempty"`
+	IP       string `json:"ip,omitempty"`
+	Port     uint16 `json:"port,omitempty"`
+	Proto    string `json:"proto,omitempty"`
+	Verdict  string `json:"verdict,omitempty"`
+}

@@ -52,7 +52,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().String("socket", "", "agent API socket (default $FABRIC_SOCKET or "+api.DefaultSocket+")")
 	root.AddCommand(newAgentCmd(), newStatusCmd(), newKeygenCmd(), newKVCmd(), newKeyringCmd(),
-		newEndpointCmd(), newLabCmd(), newCNICmd(), newDatapathCmd(), newPolicyCmd())
+		newEndpointCmd(), newLabCmd(), newCNICmd(), newDatapathCmd(), newPolicyCmd(), newObserveCmd())
 	return root
 }
 
@@ -62,6 +62,11 @@ func clientFor(cmd *cobra.Command) *api.Client {
 		sock = api.SocketFromEnv()
 	}
 	return api.NewClient(sock)
+}
+
+// printJSONLine writes v as one line of JSON, for streams.
+func printJSONLine(w io.Writer, v any) error {
+	return json.NewEncoder(w).Encode(v)
 }
 
 func printJSON(w io.Writer, v any) error {

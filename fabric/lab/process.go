@@ -74,7 +74,21 @@ func (n *nodeState) running() bool {
 	if err != nil || start != n.StartTime {
 		return false
 	}
-	return hasArg(n.PID, func(a string) bool { return a == n.Config })
+	ours := func(a string) bool { return a == n.Config }
+	// While our process execs (`ip netns exec` becoming the agent) its
+	// command line reads as empty for a moment: look again before calling
+	// it gone. Only here, for one known pid: sweeps over every process
+	// would wait on each kernel thread.
+	for try := 0; try < 20; try++ {
+		if hasArg(n.PID, ours) {
+			return true
+		}
+		if args, err := procCmdline(n.PID); err != nil || len(args) != 1 || args[0] != "" {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return false
 }
 
 // isAgentConfig matches the --config argument of any agent of the lab, which
