@@ -92,8 +92,9 @@ func (r *dpReconciler) flowLoop(ctx context.Context) {
 			}
 			continue
 		}
+		var names flowNames
 		for f := range flows {
-			r.flows.publish(r.describe(f))
+			r.flows.publish(r.describe(f, &names))
 		}
 	}
 }
@@ -102,10 +103,9 @@ var protoNames = map[uint8]string{1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 
 
 // describe turns a datapath event into what operators read: labels for
 // identities, endpoint IDs for this node's interfaces.
-func (r *dpReconciler) describe(f bpf.Flow) api.Flow {
-	ids, _ := r.idents.Snapshot()
-	idents := identitiesFrom(ids)
-	byIfindex, byIP := r.localEndpoints()
+func (r *dpReconciler) describe(f bpf.Flow, names *flowNames) api.Flow {
+	names.refresh(r)
+	idents, byIfindex, byIP := names.idents, names.byIfindex, names.byIP
 	peer := func(ap netip.AddrPort, id uint32) api.FlowPeer {
 		p := api.FlowPeer{IP: ap.Addr().String(), Port: ap.Port(), Identity: id, Endpoint: byIP[ap.Addr()]}
 		if l, ok := idents[id]; ok {
@@ -143,6 +143,28 @@ func reservedName(id uint32) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// flowNames are the lookups describe needs, rebuilt only when the
+// identities or endpoints changed, not for every event: a burst of drops
+// must not parse every identity and endpoint once per packet.
+type flowNames struct {
+	idRev, epRev int64
+	built        bool
+	idents       identitySet
+	byIfindex    map[int]string
+	byIP         map[netip.Addr]string
+}
+
+func (n *flowNames) refresh(r *dpReconciler) {
+	idRev, epRev := r.idents.Revision(), r.eps.Revision()
+	if n.built && idRev == n.idRev && epRev == n.epRev {
+		return
+	}
+	ids, _ := r.idents.Snapshot()
+	n.idents = identitiesFrom(ids)
+	n.byIfindex, n.byIP = r.localEndpoints()
+	n.idRev, n.epRev, n.built = idRev, epRev, true
 }
 
 // localEndpoints maps this node's attached endpoints by host ifindex and IP.

@@ -42,6 +42,14 @@ func (m *mirror) Snapshot() (map[string][]byte, bool) {
 	return maps.Clone(m.kvs), m.ready
 }
 
+// Revision is the store revision the copy reflects; it changes whenever
+// the copy does.
+func (m *mirror) Revision() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.rev
+}
+
 // Changed is poked (without blocking) after every change.
 func (m *mirror) Changed() <-chan struct{} { return m.changed }
 
