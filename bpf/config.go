@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"time"
 )
 
 // ErrNotSupported is returned where this system or kernel lacks something
@@ -183,8 +184,38 @@ type IPCacheEntry struct {
 	Node netip.Addr
 }
 
+// Backend is one address and port a service frontend forwards to.
+type Backend struct {
+	Addr netip.AddrPort
+}
+
+// Service is one frontend of a service: a virtual address, port and
+// protocol (a cluster IP, a load-balancer or external IP, or for a node
+// port the node's own address) and the backends behind it.
+type Service struct {
+	Frontend netip.AddrPort
+	Proto    uint8 // ProtoTCP or ProtoUDP
+	// Backends are of the frontend's family. A frontend without backends
+	// drops what is sent to it (reason "no service backend").
+	Backends []Backend
+	// Maglev is the lookup table: each slot is an index into Backends.
+	// Its length (a prime) is the table size; a connection's first packet
+	// picks the slot by hashing its 5-tuple, so every node picks the same
+	// backend for it. Empty when Backends is.
+	Maglev []uint16
+	// AffinityTimeout, when not 0, sends a client address's new
+	// connections to the backend its last one used, until the client has
+	// been idle that long (ClientIP session affinity).
+	AffinityTimeout time.Duration
+	// External frontends (node ports, load-balancer and external IPs) are
+	// also served to traffic arriving from outside the cluster on the
+	// underlay interface; others only to local workloads.
+	External bool
+}
+
 // State is the whole desired content of the datapath.
 type State struct {
 	Endpoints []Endpoint
 	IPCache   []IPCacheEntry
+	Services  []Service
 }
