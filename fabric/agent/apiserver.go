@@ -82,6 +82,9 @@ func newAPIServer(a *Agent, socket string) (*apiServer, error) {
 	mux.HandleFunc("POST /v1/policies", s.handle(s.applyPolicies))
 	mux.HandleFunc("DELETE /v1/policies/{kind}/{ns}/{name}", s.handle(s.deletePolicy))
 	mux.HandleFunc("POST /v1/policy/trace", s.handle(s.tracePolicy))
+	mux.HandleFunc("GET /v1/services", s.handle(s.listServices))
+	mux.HandleFunc("POST /v1/services", s.handle(s.applyServices))
+	mux.HandleFunc("DELETE /v1/services/{ns}/{name}", s.handle(s.deleteService))
 	mux.HandleFunc("GET /v1/kv", s.handle(s.getKV))
 	mux.HandleFunc("POST /v1/kv", s.handle(s.putKV))
 	mux.HandleFunc("GET /v1/gossip/keys", s.handle(s.keyring))
@@ -181,6 +184,20 @@ func (s *apiServer) deletePolicy(r *http.Request) (any, error) {
 		ns = ""
 	}
 	return struct{}{}, s.a.deletePolicy(r.Context(), r.PathValue("kind"), ns, r.PathValue("name"))
+}
+
+func (s *apiServer) listServices(r *http.Request) (any, error) { return s.a.listServices(r.Context()) }
+
+func (s *apiServer) applyServices(r *http.Request) (any, error) {
+	var yaml string
+	if err := decode(r, &yaml); err != nil {
+		return nil, err
+	}
+	return s.a.applyServices(r.Context(), []byte(yaml))
+}
+
+func (s *apiServer) deleteService(r *http.Request) (any, error) {
+	return struct{}{}, s.a.deleteService(r.Context(), r.PathValue("ns"), r.PathValue("name"))
 }
 
 func (s *apiServer) tracePolicy(r *http.Request) (any, error) {

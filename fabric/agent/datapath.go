@@ -18,7 +18,9 @@ import (
 	"github.com/fabric-net/fabric/fabric/api"
 	"github.com/fabric-net/fabric/fabric/identity"
 	"github.com/fabric-net/fabric/fabric/policy"
+	"github.com/fabric-net/fabric/fabric/service"
 	"github.com/fabric-net/fabric/fabric/store"
+	"github.com/fabric-net/fabric/gossip"
 	"github.com/fabric-net/fabric/tunnel"
 )
 
@@ -57,6 +59,7 @@ type dpReconciler struct {
 	nodes    *mirror
 	policies *mirror
 	idents   *mirror
+	services *mirror
 
 	flows *flowHub
 
@@ -64,6 +67,9 @@ type dpReconciler struct {
 	// one policy does not reparse all of them.
 	parsedMu sync.Mutex
 	parsed   map[string]parsedPolicy
+	// parsedSvcs and maglevs do the same for services and Maglev tables.
+	parsedSvcs map[string]parsedService
+	maglevs    map[maglevKey][]uint16
 
 	// mu serialises Apply calls and guards what status reports.
 	mu        sync.Mutex
@@ -73,6 +79,9 @@ type dpReconciler struct {
 	lastApply time.Time
 	// policyErr is why a stored policy could not be compiled.
 	policyErr error
+	// lastBackends are the backends of each service's cluster IP in the
+	// last desired state.
+	lastBackends map[string][]service.Backend
 }
 
 // openDatapath prepares the node's overlay device and loads the datapath,
@@ -129,7 +138,11 @@ func newDPReconciler(a *Agent, dp Datapath) *dpReconciler {
 		nodes:    a.nodes,
 		policies: newMirror(policyPrefix, a.log.With("subsys", "policy")),
 		idents:   newMirror(identity.PrefixIDs, a.log.With("subsys", "policy")),
+		services: newMirror(serviceDefPrefix, a.log.With("subsys", "service")),
 		parsed:   map[string]parsedPolicy{},
+
+		parsedSvcs: map[string]parsedService{},
+		maglevs:    map[maglevKey][]uint16{},
 		flows:    newFlowHub(),
 	}
 }
@@ -216,6 +229,14 @@ func (r *dpReconciler) run(ctx context.Context) {
 	go r.flowLoop(ctx)
 	go r.policies.run(ctx, r.a.store)
 	go r.idents.run(ctx, r.a.store)
+	go r.services.run(ctx, r.a.store)
+	// Gossip's verdicts move service backends off dead nodes at once.
+	var members <-chan gossip.Event
+	if r.a.pool != nil {
+		ev, cancel := r.a.pool.Subscribe(0)
+		defer cancel()
+		members = ev
+	}
 	resync := time.NewTicker(10 * time.Second)
 	defer resync.Stop()
 	for {
@@ -226,6 +247,8 @@ func (r *dpReconciler) run(ctx context.Context) {
 		case <-r.nodes.Changed():
 		case <-r.policies.Changed():
 		case <-r.idents.Changed():
+		case <-r.services.Changed():
+		case <-members:
 		case <-resync.C:
 			r.mu.Lock()
 			r.applied = false // force a full Apply
@@ -278,7 +301,8 @@ func (r *dpReconciler) desired() (bpf.State, bool) {
 	nodes, ok2 := r.nodes.Snapshot()
 	_, ok3 := r.policies.Snapshot()
 	_, ok4 := r.idents.Snapshot()
-	if !ok1 || !ok2 || !ok3 || !ok4 {
+	_, ok5 := r.services.Snapshot()
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 {
 		return bpf.State{}, false
 	}
 	self := r.a.cfg.NodeName
@@ -290,6 +314,7 @@ func (r *dpReconciler) desired() (bpf.State, bool) {
 	var (
 		st    bpf.State
 		local []policy.Endpoint // parallel to st.Endpoints
+		svcEp []service.Endpoint
 	)
 	for _, raw := range nodes {
 		var rec nodeRecord
@@ -337,6 +362,10 @@ func (r *dpReconciler) desired() (bpf.State, bool) {
 				ips = append(ips, ip)
 			}
 		}
+		if ep.Attachment != nil {
+			labels, _ := identity.ParseLabels(ep.Labels)
+			svcEp = append(svcEp, service.Endpoint{ID: ep.ID, Node: node, IPs: ips, Labels: labels, Ready: true})
+		}
 		if node == self {
 			if ep.Attachment == nil {
 				continue
@@ -362,8 +391,11 @@ func (r *dpReconciler) desired() (bpf.State, bool) {
 		}
 	}
 	err := r.compilePolicies(&st, local)
+	slices.SortFunc(svcEp, func(x, y service.Endpoint) int { return strings.Compare(x.ID, y.ID) })
+	backends := r.compileServices(&st, svcEp)
 	r.mu.Lock()
 	r.policyErr = err
+	r.lastBackends = backends
 	r.mu.Unlock()
 	// A stable order makes "unchanged" cheap to see.
 	slices.SortFunc(st.Endpoints, func(x, y bpf.Endpoint) int { return x.HostIfIndex - y.HostIfIndex })

@@ -270,3 +270,21 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	return nil
 }
+
+// ApplyServices stores every service of a YAML stream (all or none) and
+// returns them with their cluster IPs and node ports.
+func (c *Client) ApplyServices(ctx context.Context, yaml []byte) ([]ServiceInfo, error) {
+	var out []ServiceInfo
+	return out, c.do(ctx, http.MethodPost, "/v1/services", string(yaml), &out)
+}
+
+// Services lists the stored services with the backends the node uses.
+func (c *Client) Services(ctx context.Context) ([]ServiceInfo, error) {
+	var out []ServiceInfo
+	return out, c.do(ctx, http.MethodGet, "/v1/services", nil, &out)
+}
+
+// DeleteService removes one service and frees its addresses and ports.
+func (c *Client) DeleteService(ctx context.Context, namespace, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/services/"+url.PathEscape(namespace)+"/"+url.PathEscape(name), nil, nil)
+}

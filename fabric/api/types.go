@@ -261,3 +261,38 @@ type FlowFilter struct {
 	Proto    string `json:"proto,omitempty"`
 	Verdict  string `json:"verdict,omitempty"`
 }
+
+// ServicePort is one port of a service.
+type ServicePort struct {
+	Name       string `json:"name,omitempty"`
+	Protocol   string `json:"protocol"`
+	Port       uint16 `json:"port"`
+	TargetPort string `json:"targetPort"`
+	NodePort   uint16 `json:"nodePort,omitempty"`
+}
+
+// ServiceBackend is one backend of a service port, as a node's datapath
+// uses it.
+type ServiceBackend struct {
+	Addr     string `json:"addr"` // IP:port
+	Port     string `json:"port"` // the service port it serves, PROTO/port
+	Node     string `json:"node"`
+	Endpoint string `json:"endpoint"`
+}
+
+// ServiceInfo is one stored service, with what the cluster allocated and
+// the backends the answering node uses.
+type ServiceInfo struct {
+	Namespace       string           `json:"namespace"`
+	Name            string           `json:"name"`
+	Type            string           `json:"type"`
+	ClusterIP       string           `json:"clusterIP,omitempty"`
+	Ports           []ServicePort    `json:"ports"`
+	Selector        string           `json:"selector"`
+	LoadBalancerIPs []string         `json:"loadBalancerIPs,omitempty"`
+	ExternalIPs     []string         `json:"externalIPs,omitempty"`
+	Affinity        string           `json:"affinity,omitempty"`
+	ExternalPolicy  string           `json:"externalTrafficPolicy"`
+	InternalPolicy  string           `json:"internalTrafficPolicy"`
+	Backends        []ServiceBackend `json:"backends,omitempty"`
+}

@@ -542,6 +542,8 @@ func newLabProbeCmd() *cobra.Command {
 		tcp, udp []string
 		timeout  time.Duration
 		output   string
+		who      int
+		hold     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "probe (--tcp ADDR:PORT | --udp ADDR:PORT)... [--timeout 1s] [-o json]",
@@ -552,6 +554,27 @@ func newLabProbeCmd() *cobra.Command {
 		Hidden:  true,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if who > 0 {
+				if len(tcp) != 1 || len(udp) != 0 {
+					return errors.New("--who: give exactly one --tcp ADDR:PORT")
+				}
+				res := lab.ProbeWho(cmd.Context(), tcp[0], who, hold, timeout)
+				failed := false
+				for _, r := range res {
+					failed = failed || r.Error != ""
+					if output == "json" {
+						if err := json.NewEncoder(cmd.OutOrStdout()).Encode(r); err != nil {
+							return err
+						}
+						continue
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %s %s\n", labOr(r.Server, "-"), labOr(r.Again, "-"), r.Error)
+				}
+				if failed {
+					return &exitError{code: 1}
+				}
+				return nil
+			}
 			var targets []lab.ProbeTarget
 			for _, a := range tcp {
 				targets = append(targets, lab.ProbeTarget{Proto: "tcp", Addr: a})
@@ -586,6 +609,8 @@ func newLabProbeCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&tcp, "tcp", nil, "TCP probe server ADDR:PORT (repeatable)")
 	cmd.Flags().StringArrayVar(&udp, "udp", nil, "UDP probe server ADDR:PORT (repeatable)")
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Second, "how long to wait for each echo")
+	cmd.Flags().IntVar(&who, "who", 0, "open this many TCP connections and report which server address answered each")
+	cmd.Flags().DurationVar(&hold, "hold", 0, "with --who: keep each connection this long and ask again")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (one object per line)")
 	return cmd
 }

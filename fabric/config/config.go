@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,6 +51,16 @@ type Config struct {
 	NodeMaskV6 int           `yaml:"nodeMaskV6"`
 	CIDRGrace  time.Duration `yaml:"cidrReleaseGrace"`
 	IdentityGC time.Duration `yaml:"identityGCGrace"`
+	// ServiceCIDRs are where cluster IPs are allocated from, at most one
+	// per family; a service's cluster IP is of the first one's family
+	// unless it asks for another.
+	ServiceCIDRs []string `yaml:"serviceCIDRs"`
+	// NodePortRange bounds the ports NodePort services get, "min-max".
+	NodePortRange string `yaml:"nodePortRange"`
+	// MaglevTableSize is the Maglev table size of every service without
+	// its own: a prime, at least 100 times the most backends a service
+	// has. The same on every node.
+	MaglevTableSize int `yaml:"maglevTableSize"`
 	// DatapathMode is how workload traffic crosses nodes: vxlan, geneve,
 	// native, or none (control plane only). The same in the whole cluster.
 	DatapathMode string `yaml:"datapathMode"`
@@ -96,6 +107,9 @@ func DefaultConfig() Config {
 		NodeMaskV6:        120,
 		CIDRGrace:         5 * time.Minute,
 		IdentityGC:        10 * time.Minute,
+		ServiceCIDRs:      []string{"10.96.0.0/16", "fd00:96::/112"},
+		NodePortRange:     "30000-32767",
+		MaglevTableSize:   16381,
 		DatapathMode:      "vxlan",
 		UnderlayInterface: "eth0",
 		UnderlayMTU:       1500,
@@ -232,6 +246,27 @@ func (c Config) Validate() error {
 	if c.IdentityGC < time.Second {
 		bad("identityGCGrace", "%s is too short: use at least 1s (default 10m)", c.IdentityGC)
 	}
+	families := map[bool]bool{}
+	for _, p := range c.ServiceCIDRs {
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			bad("serviceCIDRs", "%q is not a CIDR: use e.g. 10.96.0.0/16 or fd00:96::/112", p)
+			continue
+		}
+		if pfx != pfx.Masked() {
+			bad("serviceCIDRs", "%s has host bits set: use %s", p, pfx.Masked())
+		}
+		if families[pfx.Addr().Is4()] {
+			bad("serviceCIDRs", "%s is a second CIDR of its family: give at most one IPv4 and one IPv6 CIDR", p)
+		}
+		families[pfx.Addr().Is4()] = true
+	}
+	if _, _, err := ParsePortRange(c.NodePortRange); err != nil {
+		bad("nodePortRange", "%v", err)
+	}
+	if c.MaglevTableSize < 3 || c.MaglevTableSize > 1<<20 || !isPrime(c.MaglevTableSize) {
+		bad("maglevTableSize", "%d is not a prime in 3..1048576: use e.g. 1021, 16381 or 65521 (at least 100 times a service's most backends)", c.MaglevTableSize)
+	}
 	switch c.DatapathMode {
 	case "vxlan", "geneve", "native", "none":
 	default:
@@ -264,4 +299,30 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ParsePortRange reads "min-max" (or one port) as an inclusive port range.
+func ParsePortRange(s string) (lo, hi uint16, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		b = a
+	}
+	x, err1 := strconv.ParseUint(strings.TrimSpace(a), 10, 16)
+	y, err2 := strconv.ParseUint(strings.TrimSpace(b), 10, 16)
+	if err1 != nil || err2 != nil || x == 0 || x > y {
+		return 0, 0, fmt.Errorf("%q is not a port range: use min-max with 1 <= min <= max <= 65535, e.g. 30000-32767", s)
+	}
+	return uint16(x), uint16(y), nil
+}
+
+func isPrime(n int) bool {
+	if n < 2 {
+		return false
+	}
+	for d := 2; d*d <= n; d++ {
+		if n%d == 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -87,12 +88,24 @@ func serveTCP(ln net.Listener) {
 		}
 		go func() {
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			line, err := bufio.NewReader(c).ReadString('\n')
-			if err != nil {
-				return
+			// One line is echoed per line received, until the client
+			// closes or is idle for 5s. A line "who NONCE" is answered
+			// "who NONCE ADDR" with the address the connection reached
+			// here: behind a service, the backend that was chosen.
+			r := bufio.NewReader(c)
+			for {
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if strings.HasPrefix(line, "who ") {
+					line = strings.TrimSuffix(line, "\n") + " " + c.LocalAddr().String() + "\n"
+				}
+				if _, err := c.Write([]byte(line)); err != nil {
+					return
+				}
 			}
-			c.Write([]byte(line))
 		}()
 	}
 }
@@ -178,4 +191,76 @@ func Probe(ctx context.Context, proto, addr string, timeout time.Duration) (time
 		}
 	}
 	return 0, fmt.Errorf("probe: protocol %q is unknown: use tcp or udp", proto)
+}
+
+// WhoResult is what one connection of ProbeWho learnt: the server (backend)
+// address that answered, and with a hold, the one that answered again on
+// the same connection afterwards.
+type WhoResult struct {
+	Server string `json:"server,omitempty"`
+	Again  string `json:"again,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// ProbeWho opens n TCP connections to addr at once; on each it asks which
+// address answered, and with hold > 0 it keeps the connection that long and
+// asks again. It tells which backends a service spreads connections over,
+// and whether established connections keep theirs.
+func ProbeWho(ctx context.Context, addr string, n int, hold, timeout time.Duration) []WhoResult {
+	out := make([]WhoResult, n)
+	var wg sync.WaitGroup
+	for i := range out {
+		wg.Go(func() { out[i] = probeWho(ctx, addr, hold, timeout) })
+	}
+	wg.Wait()
+	return out
+}
+
+func probeWho(ctx context.Context, addr string, hold, timeout time.Duration) WhoResult {
+	var res WhoResult
+	var d net.Dialer
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	ask := func() (string, error) {
+		b := make([]byte, 8)
+		rand.Read(b)
+		q := "who " + hex.EncodeToString(b)
+		c.SetDeadline(time.Now().Add(timeout))
+		if _, err := c.Write([]byte(q + "\n")); err != nil {
+			return "", err
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return "", fmt.Errorf("read answer: %w", err)
+		}
+		server, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), q+" ")
+		if !ok {
+			return "", fmt.Errorf("answer %q is not to the question asked", truncate(line, 60))
+		}
+		return server, nil
+	}
+	if res.Server, err = ask(); err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	if hold <= 0 {
+		return res
+	}
+	select {
+	case <-ctx.Done():
+		res.Error = ctx.Err().Error()
+		return res
+	case <-time.After(hold):
+	}
+	if res.Again, err = ask(); err != nil {
+		res.Error = "after the hold: " + err.Error()
+	}
+	return res
 }

@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/fabric-net/fabric/bpf"
+	"github.com/fabric-net/fabric/fabric/service"
+	"github.com/fabric-net/fabric/gossip"
+)
+
+// parsedService caches a stored service's decoding by its raw record.
+type parsedService struct {
+	raw string
+	svc service.Service
+	err error
+}
+
+// maglevCache keeps the last Maglev table of each backend set, so that a
+// reconcile that changes nothing in a service does not recompute it (a
+// table of 16381 slots is a few hundred microseconds).
+type maglevKey struct {
+	ids  string
+	size int
+}
+
+// deadNodes returns the nodes gossip has declared dead or gone. Unknown
+// nodes are not dead: a restarted agent learns the members over its first
+// seconds and must not drop their backends meanwhile.
+func (a *Agent) deadNodes() map[string]bool {
+	dead := map[string]bool{}
+	if a.pool == nil {
+		return dead
+	}
+	for _, m := range a.pool.Members() {
+		if m.State == gossip.StateDead || m.State == gossip.StateLeft {
+			dead[m.Meta.Name] = true
+		}
+	}
+	return dead
+}
+
+// currentServices decodes what changed in the services mirror.
+func (r *dpReconciler) currentServices(raw map[string][]byte) []service.Service {
+	r.parsedMu.Lock()
+	defer r.parsedMu.Unlock()
+	for key := range r.parsedSvcs {
+		if _, ok := raw[key]; !ok {
+			delete(r.parsedSvcs, key)
+		}
+	}
+	var out []service.Service
+	for _, key := range sortedServiceKeys(raw) {
+		ps, ok := r.parsedSvcs[key]
+		if !ok || ps.raw != string(raw[key]) {
+			svc, _, err := decodeService(raw[key])
+			ps = parsedService{raw: string(raw[key]), svc: svc, err: err}
+			r.parsedSvcs[key] = ps
+			if err != nil {
+				r.a.log.Warn("stored service unreadable: not programmed", "key", key, "err", err)
+			}
+		}
+		if ps.err == nil {
+			out = append(out, ps.svc)
+		}
+	}
+	return out
+}
+
+// compileServices gives the datapath one frontend per service port and
+// address: the cluster IP (for this node's workloads), and for NodePort and
+// LoadBalancer services this node's underlay addresses with the node port,
+// the load-balancer and the external IPs (for traffic from outside too).
+// Backends on nodes gossip declares dead are left out, so traffic moves off
+// a dead node within gossip's failure detection time.
+func (r *dpReconciler) compileServices(st *bpf.State, eps []service.Endpoint) map[string][]service.Backend {
+	raw, _ := r.services.Snapshot()
+	svcs := r.currentServices(raw)
+	if len(svcs) == 0 {
+		return nil
+	}
+	dead := r.a.deadNodes()
+	var live []service.Endpoint
+	for _, ep := range eps {
+		if !dead[ep.Node] {
+			live = append(live, ep)
+		}
+	}
+	self := r.a.cfg.NodeName
+	var underlay []netip.Addr
+	for _, u := range r.a.cfg.Underlay {
+		if ip, err := netip.ParseAddr(u); err == nil {
+			underlay = append(underlay, ip)
+		}
+	}
+	cfg := r.a.serviceConfig()
+	used := map[string][]service.Backend{}
+	for _, svc := range svcs {
+		all := service.Backends(svc, live)
+		for _, p := range svc.Ports {
+			proto := bpf.ProtoTCP
+			if p.Protocol == service.UDP {
+				proto = bpf.ProtoUDP
+			}
+			if p.Protocol != service.TCP && p.Protocol != service.UDP {
+				continue // SCTP is parsed but not balanced
+			}
+			port := service.ForPort(all, p)
+			add := func(addr netip.Addr, fport uint16, external bool) {
+				bs := service.SameFamily(svc.BackendsFor(self, external, port), addr)
+				fe := bpf.Service{Frontend: netip.AddrPortFrom(addr, fport), Proto: proto, External: external}
+				if svc.Affinity.ClientIP {
+					fe.AffinityTimeout = svc.Affinity.Timeout
+				}
+				if len(bs) > 0 {
+					fe.Maglev = r.maglev(service.IDs(bs), svc.TableSize(cfg))
+				}
+				for _, b := range bs {
+					fe.Backends = append(fe.Backends, bpf.Backend{Addr: netip.AddrPortFrom(b.Addr, b.Port)})
+				}
+				st.Services = append(st.Services, fe)
+				if addr == svc.ClusterIP {
+					used[svc.Key()] = append(used[svc.Key()], bs...)
+				}
+			}
+			if svc.ClusterIP.IsValid() {
+				add(svc.ClusterIP, p.Port, false)
+			}
+			if svc.Type == service.ClusterIP {
+				continue
+			}
+			if p.NodePort != 0 {
+				for _, u := range underlay {
+					add(u, p.NodePort, true)
+				}
+			}
+			for _, ip := range slices.Concat(svc.LoadBalancerIPs, svc.ExternalIPs) {
+				add(ip, p.Port, true)
+			}
+		}
+	}
+	slices.SortFunc(st.Services, func(x, y bpf.Service) int {
+		if c := x.Frontend.Compare(y.Frontend); c != 0 {
+			return c
+		}
+		return int(x.Proto) - int(y.Proto)
+	})
+	st.Services = slices.CompactFunc(st.Services, func(x, y bpf.Service) bool {
+		return x.Frontend == y.Frontend && x.Proto == y.Proto
+	})
+	return used
+}
+
+// maglev returns the Maglev table of a backend set, from the cache when the
+// set was seen before.
+func (r *dpReconciler) maglev(ids []string, size int) []uint16 {
+	k := maglevKey{ids: strings.Join(ids, ","), size: size}
+	r.parsedMu.Lock()
+	t, ok := r.maglevs[k]
+	r.parsedMu.Unlock()
+	if ok {
+		return t
+	}
+	tab := service.Maglev(ids, size)
+	t = make([]uint16, len(tab))
+	for i, v := range tab {
+		t[i] = uint16(v)
+	}
+	r.parsedMu.Lock()
+	if len(r.maglevs) > 4096 {
+		clear(r.maglevs)
+	}
+	r.maglevs[k] = t
+	r.parsedMu.Unlock()
+	return t
+}
+
+// serviceBackends reports, per service, the backends its cluster IP used
+// in the last desired state.
+func (r *dpReconciler) serviceBackends() map[string][]service.Backend {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastBackends
+}
