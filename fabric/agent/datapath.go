@@ -192,34 +192,60 @@ func (r *dpReconciler) compilePolicies(st *bpf.State, local []policy.Endpoint) e
 	}
 	ids, _ := r.idents.Snapshot()
 	compiled := policy.Compile(pols, local, identitiesFrom(ids), nil)
+	cidrs := cidrIdentities(compiled)
+	st.IPCache = append(st.IPCache, cidrIPCache(cidrs, st.IPCache)...)
 	for i := range st.Endpoints {
 		ep := compiled[local[i].ID]
 		bp := bpf.EndpointPolicy{IngressEnforced: ep.IngressEnforced, EgressEnforced: ep.EgressEnforced}
 		for _, e := range ep.Entries {
 			if e.CIDR.IsValid() {
-				continue // refused at apply time; see unsupported
-			}
-			dir := bpf.Ingress
-			if e.Direction == policy.Egress {
-				dir = bpf.Egress
-			}
-			deny := e.Verdict == policy.Deny
-			if e.ICMP && e.Port == 0 {
-				// The datapath reads ICMP type 0 (echo reply) as "any
-				// type". Err on the closed side: an allow of echo replies
-				// is left out (replies pass by connection tracking
-				// anyway), a deny of them denies every ICMP type.
-				if !deny {
-					continue
+				// One entry per prefix identity the CIDR covers: the
+				// ipcache's longest match gives a more specific prefix
+				// of another rule its own identity, and this rule must
+				// hold for it too.
+				for _, id := range cidrs.covered(e.CIDR) {
+					e2 := e
+					e2.CIDR, e2.Identity = netip.Prefix{}, id
+					bp.Entries = append(bp.Entries, bpfEntry(e2)...)
 				}
-				e.PortEnd = 0
+				continue
 			}
-			bp.Entries = append(bp.Entries, bpf.PolicyEntry{Direction: dir, Identity: e.Identity, Proto: e.Proto,
-				PortLo: e.Port, PortHi: e.PortEnd, Deny: deny})
+			bp.Entries = append(bp.Entries, bpfEntry(e)...)
+			if e.Identity == uint32(identity.World) {
+				// Outside addresses a CIDR rule names resolve to their
+				// prefix's identity; they are still the world.
+				for _, id := range cidrs.all() {
+					e2 := e
+					e2.Identity = id
+					bp.Entries = append(bp.Entries, bpfEntry(e2)...)
+				}
+			}
 		}
 		st.Endpoints[i].Policy = bp
 	}
 	return perr
+}
+
+// bpfEntry turns one compiled entry into the datapath's terms (none when
+// the datapath cannot express it without opening more than it should).
+func bpfEntry(e policy.Entry) []bpf.PolicyEntry {
+	dir := bpf.Ingress
+	if e.Direction == policy.Egress {
+		dir = bpf.Egress
+	}
+	deny := e.Verdict == policy.Deny
+	if e.ICMP && e.Port == 0 {
+		// The datapath reads ICMP type 0 (echo reply) as "any type". Err on
+		// the closed side: an allow of echo replies is left out (replies
+		// pass by connection tracking anyway), a deny of them denies every
+		// ICMP type.
+		if !deny {
+			return nil
+		}
+		e.PortEnd = 0
+	}
+	return []bpf.PolicyEntry{{Direction: dir, Identity: e.Identity, Proto: e.Proto,
+		PortLo: e.Port, PortHi: e.PortEnd, Deny: deny}}
 }
 
 // run follows the store until ctx ends. A periodic pass repairs anything

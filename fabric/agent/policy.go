@@ -33,21 +33,6 @@ func policyKey(p policy.Policy) string {
 	return policyPrefix + kindShort[p.Kind] + "/" + ns + "/" + p.Name
 }
 
-// unsupported returns why the datapath cannot enforce p as written, or "".
-// Refusing such a policy is the only safe answer: enforcing it partly could
-// open what it meant to close.
-func unsupported(p policy.Policy) string {
-	for _, r := range p.Rules {
-		for _, peer := range r.Peers {
-			if peer.Kind == policy.PeerCIDR {
-				return fmt.Sprintf("%s: CIDR peers (fromCIDR/toCIDR/ipBlock) are parsed but not enforced by this datapath yet; "+
-					"the policy is refused rather than enforced without them", r.Origin)
-			}
-		}
-	}
-	return ""
-}
-
 // applyPolicies parses a YAML stream and stores every policy in it in one
 // transaction: all of them or none.
 func (a *Agent) applyPolicies(ctx context.Context, data []byte) ([]api.PolicyInfo, error) {
@@ -61,9 +46,6 @@ func (a *Agent) applyPolicies(ctx context.Context, data []byte) ([]api.PolicyInf
 	var ops []store.Op
 	var out []api.PolicyInfo
 	for _, p := range pols {
-		if why := unsupported(p); why != "" {
-			return nil, badRequest("%s %s/%s: %s", p.Kind, p.Namespace, p.Name, why)
-		}
 		ops = append(ops, store.Op{Type: store.OpPut, Key: policyKey(p), Value: p.Source})
 		out = append(out, policyInfo(p))
 	}

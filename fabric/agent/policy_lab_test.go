@@ -179,7 +179,7 @@ spec:
 	waitProbe(t, ctx, l, "xwing", deathstar, true)
 }
 
-func TestLabPolicyEgressAndCIDRRefused(t *testing.T) {
+func TestLabPolicyEgressAndCIDR(t *testing.T) {
 	labtest.SkipUnlessAvailable(t)
 	labtest.SkipUnlessCNI(t, labtest.Binary(t))
 	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 2, Mode: "native"})
@@ -218,16 +218,65 @@ spec:
 		t.Error("db → web blocked, though no policy selects either for that direction")
 	}
 
-	cidr := `apiVersion: cilium.io/v2
+	// CIDR rules: the lab's router (10.99.1.1) is outside the cluster. It
+	// routes the pod pool back through c1-n1, where the client runs.
+	if out, err := l.Exec(ctx, lab.RouterMember, "ip", "route", "add", "10.201.0.0/16", "via", "10.99.1.11"); err != nil {
+		t.Fatalf("route the pod pool on the router: %v: %s", err, out)
+	}
+	ping := func() bool {
+		_, err := l.Exec(ctx, "client", "ping", "-c", "1", "-W", "1", "10.99.1.1")
+		return err == nil
+	}
+	waitPing := func(want bool, why string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for ping() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("client → router (10.99.1.1) ping: allowed never became %v: %s", want, why)
+			}
+		}
+	}
+	waitPing(false, "the client's egress allows only web")
+	apply := func(y string) {
+		t.Helper()
+		if _, err := c.ApplyPolicies(ctx, []byte(y)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(`apiVersion: cilium.io/v2
 kind: CiliumClusterwideNetworkPolicy
-metadata: {name: cidr}
+metadata: {name: underlay-but-router}
 spec:
-  endpointSelector: {matchLabels: {app: db}}
-  ingress: [{fromCIDR: [10.0.0.0/8]}]
-`
-	_, err := c.ApplyPolicies(ctx, []byte(cidr))
-	if err == nil || !strings.Contains(err.Error(), "CIDR") {
-		t.Errorf("a CIDR policy must be refused with a clear error until the datapath enforces it, got %v", err)
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toCIDRSet: [{cidr: 10.99.0.0/16, except: [10.99.1.1/32]}]
+`)
+	time.Sleep(300 * time.Millisecond)
+	waitPing(false, "the router is carved out of the CIDR by except")
+	apply(`apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: router}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toCIDR: [10.99.1.1/32]
+`)
+	waitPing(true, "toCIDR 10.99.1.1/32 allows it")
+	apply(`apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: no-router-subnet}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egressDeny:
+  - toCIDR: [10.99.1.0/24]
+`)
+	waitPing(false, "egressDeny toCIDR 10.99.1.0/24 beats the allow")
+	if drops, err := l.Client("c1-n1").Drops(ctx); err != nil || drops["policy"] == 0 {
+		t.Errorf("c1-n1 counts no policy drop (%v, err %v)", drops, err)
+	}
+	// Still nothing else: the web stays reachable, the db does not.
+	if !probe(t, ctx, l, "client", "tcp", ips["web"]) || probe(t, ctx, l, "client", "tcp", ips["db"]) {
+		t.Error("CIDR rules changed what the client reaches inside the cluster")
 	}
 }
 
