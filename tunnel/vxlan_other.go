@@ -14,3 +14,6 @@ func EnsureVXLAN(name string, port int, mtu int) (int, error) { return 0, errNoO
 
 // RemoveVXLAN needs Linux.
 func RemoveVXLAN(name string) error { return errNoOverlay }
+
+// EnableForwarding needs Linux.
+func EnableForwarding() error { return errNoOverlay }

@@ -105,6 +105,9 @@ func (a *Agent) openDatapath() (Datapath, error) {
 			cfg.UnderlayIPv6 = ip
 		}
 	}
+	if err := tunnel.EnableForwarding(); err != nil {
+		return nil, err
+	}
 	if mode == tunnel.ModeVXLAN {
 		if _, err := tunnel.EnsureVXLAN(vxlanDevice, tunnel.VXLANPort, a.workloadMTU()); err != nil {
 			return nil, fmt.Errorf("vxlan device: %w", err)

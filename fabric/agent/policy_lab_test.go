@@ -121,6 +121,29 @@ func TestLabPolicyDeathstar(t *testing.T) {
 		t.Errorf("no policy drop counted on the deathstar's node: %v", drops)
 	}
 
+	// The same through the deathstar service, as in Cilium's demo: its
+	// cluster IP on port 80 leads to the deathstar's 7777, and policy
+	// judges the backend it reached.
+	svc, err := c.ApplyServices(ctx, []byte(`apiVersion: v1
+kind: Service
+metadata: {name: deathstar, namespace: default, labels: {app.kubernetes.io/name: deathstar}}
+spec:
+  type: ClusterIP
+  selector: {org: empire, class: deathstar}
+  ports: [{port: 80, protocol: TCP, targetPort: 7777}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitBackends(t, ctx, l, "c1-n1", "default/deathstar", 1)
+	landing := netip.AddrPortFrom(netip.MustParseAddr(svc[0].ClusterIP), 80)
+	if r := who(t, ctx, l, "tiefighter", landing, 3, 0); r[0].Error != "" || r[0].Server != netip.AddrPortFrom(deathstar, lab.ProbePort).String() {
+		t.Errorf("tiefighter → deathstar service %s: %+v, want an answer from the deathstar", landing, r[0])
+	}
+	if r := who(t, ctx, l, "xwing", landing, 1, 0); r[0].Error == "" {
+		t.Errorf("xwing → deathstar service %s: answered by %s, want a policy drop", landing, r[0].Server)
+	}
+
 	// `fabric observe` on the deathstar's node shows the xwing's drop with
 	// its reason, identities and labels.
 	var seen []api.Flow
