@@ -4,6 +4,7 @@ package tunnel
 
 import (
 	"errors"
+	"net/netip"
 	"runtime"
 )
 
@@ -17,3 +18,9 @@ func RemoveVXLAN(name string) error { return errNoOverlay }
 
 // EnableForwarding needs Linux.
 func EnableForwarding() error { return errNoOverlay }
+
+// SetMasquerade needs Linux.
+func SetMasquerade(oif string, pools []netip.Prefix) error { return errNoOverlay }
+
+// SetEndpointRoutes needs Linux.
+func SetEndpointRoutes(want map[netip.Addr]int) error { return errNoOverlay }

@@ -114,6 +114,15 @@ func (a *Agent) openDatapath() (Datapath, error) {
 		}
 		cfg.VXLANIfName = vxlanDevice
 	}
+	var pools []netip.Prefix
+	if a.cfg.Masquerade {
+		for _, p := range a.cfg.PodPools {
+			pools = append(pools, netip.MustParsePrefix(p))
+		}
+	}
+	if err := tunnel.SetMasquerade(a.cfg.UnderlayInterface, pools); err != nil {
+		return nil, err
+	}
 	dp, err := bpf.Open(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("load datapath: %w", err)
@@ -303,6 +312,15 @@ func (r *dpReconciler) reconcile() error {
 		return nil
 	}
 	err := r.dp.Apply(st)
+	if err == nil {
+		routes := map[netip.Addr]int{}
+		for _, ep := range st.Endpoints {
+			for _, ip := range ep.IPs {
+				routes[ip] = ep.HostIfIndex
+			}
+		}
+		err = tunnel.SetEndpointRoutes(routes)
+	}
 	r.lastErr, r.lastApply = err, time.Now()
 	if err != nil {
 		r.applied = false

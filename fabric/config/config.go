@@ -61,6 +61,10 @@ type Config struct {
 	// its own: a prime, at least 100 times the most backends a service
 	// has. The same on every node.
 	MaglevTableSize int `yaml:"maglevTableSize"`
+	// Masquerade gives workload traffic leaving the cluster the node's
+	// address (off where the network routes the pod pools itself, e.g.
+	// when BGP announces them).
+	Masquerade bool `yaml:"masquerade"`
 	// DatapathMode is how workload traffic crosses nodes: vxlan, geneve,
 	// native, or none (control plane only). The same in the whole cluster.
 	DatapathMode string `yaml:"datapathMode"`
@@ -110,6 +114,7 @@ func DefaultConfig() Config {
 		ServiceCIDRs:      []string{"10.96.0.0/16", "fd00:96::/112"},
 		NodePortRange:     "30000-32767",
 		MaglevTableSize:   16381,
+		Masquerade:        true,
 		DatapathMode:      "vxlan",
 		UnderlayInterface: "eth0",
 		UnderlayMTU:       1500,

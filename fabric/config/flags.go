@@ -35,6 +35,7 @@ func Register(fs *pflag.FlagSet, c *Config) {
 	fs.StringSliceVar(&c.ServiceCIDRs, "service-cidr", c.ServiceCIDRs, "where cluster IPs come from (at most one IPv4 and one IPv6 CIDR)")
 	fs.StringVar(&c.NodePortRange, "node-port-range", c.NodePortRange, "ports for NodePort services, min-max")
 	fs.IntVar(&c.MaglevTableSize, "maglev-table-size", c.MaglevTableSize, "Maglev table size of each service (a prime, >= 100x its backends); the same on every node")
+	fs.BoolVar(&c.Masquerade, "masquerade", c.Masquerade, "give workload traffic leaving the cluster the node's address")
 	fs.StringVar(&c.DatapathMode, "datapath-mode", c.DatapathMode, "vxlan, geneve, native, or none (control plane only); the same on every node")
 	fs.StringVar(&c.UnderlayInterface, "underlay-interface", c.UnderlayInterface, "interface that carries workload traffic between nodes")
 	fs.IntVar(&c.UnderlayMTU, "underlay-mtu", c.UnderlayMTU, "MTU of the underlay interface")
