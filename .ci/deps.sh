@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Fabric's build, tests and lab need from Debian's packages,
 # only what is missing, so a second run takes well under a second.
-# Usage: .ci/deps.sh [bench|generate]   (bench also installs the baselines: etcd;
+# Usage: .ci/deps.sh [bench|generate]   (bench also installs the baselines: etcd, gobgpd,
+# iptables and nftables;
 # generate installs clang and libbpf headers for the eBPF programs)
 set -euo pipefail
 
@@ -15,6 +16,10 @@ want sysctl procps
 want bridge iproute2
 want tcpdump tcpdump
 want iperf3 iperf3
+want arping iputils-arping
+want ndisc6 ndisc6
+# FRR is the router the bgp package's tests peer with (its daemons are not on PATH).
+[ -x /usr/lib/frr/bgpd ] || need+=(frr)
 if [ "${1:-}" = generate ]; then
 	want clang clang
 	want llvm-strip llvm
@@ -23,6 +28,10 @@ fi
 if [ "${1:-}" = bench ]; then
 	want etcd etcd-server
 	want etcdctl etcd-client
+	want gobgpd gobgpd
+	# The services benchmark's baselines: kube-proxy-style rules.
+	want iptables-restore iptables
+	want nft nftables
 fi
 
 if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
