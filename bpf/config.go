@@ -46,8 +46,24 @@ type Config struct {
 	// forgotten, and its next packet is judged by policy again). 0 means
 	// DefaultCTEntries. Changing it needs the pinned ct map removed.
 	CTEntries int
-	Logger    *slog.Logger
+	// ServiceEntries is the most service frontends (and Maglev tables),
+	// BackendEntries the most distinct backends (address and port),
+	// AffinityEntries the most {service, client} session-affinity
+	// records (an LRU map). 0 means the Default*Entries. The per-connection
+	// service state (lb_ct, lb_revnat) is sized by CTEntries. Changing a
+	// size needs the pinned map removed.
+	ServiceEntries  int
+	BackendEntries  int
+	AffinityEntries int
+	Logger          *slog.Logger
 }
+
+// Sizes of the service maps when their Config fields are 0.
+const (
+	DefaultServiceEntries  = 65536
+	DefaultBackendEntries  = 65536
+	DefaultAffinityEntries = 65536
+)
 
 // DefaultCTEntries is the connection-tracking table's size when
 // Config.CTEntries is 0.
@@ -57,12 +73,15 @@ const DefaultCTEntries = 65536
 // interface eth0 in VXLAN mode; UnderlayIPv4 must still be set.
 func DefaultConfig() Config {
 	return Config{
-		PinDir:         "/sys/fs/bpf/fabric",
-		Mode:           ModeVXLAN,
-		UnderlayIfName: "eth0",
-		VXLANIfName:    "fabric_vxlan",
-		GenevePort:     6081,
-		CTEntries:      DefaultCTEntries,
+		PinDir:          "/sys/fs/bpf/fabric",
+		Mode:            ModeVXLAN,
+		UnderlayIfName:  "eth0",
+		VXLANIfName:     "fabric_vxlan",
+		GenevePort:      6081,
+		CTEntries:       DefaultCTEntries,
+		ServiceEntries:  DefaultServiceEntries,
+		BackendEntries:  DefaultBackendEntries,
+		AffinityEntries: DefaultAffinityEntries,
 	}
 }
 
@@ -94,6 +113,15 @@ func (c Config) Validate() error {
 	}
 	if c.CTEntries < 0 || c.CTEntries > 1<<24 {
 		errs = append(errs, fmt.Errorf("conntrack entries %d are out of range 0..%d (0: %d)", c.CTEntries, 1<<24, DefaultCTEntries))
+	}
+	for _, n := range []struct {
+		name     string
+		v, deflt int
+	}{{"ServiceEntries", c.ServiceEntries, DefaultServiceEntries}, {"BackendEntries", c.BackendEntries, DefaultBackendEntries},
+		{"AffinityEntries", c.AffinityEntries, DefaultAffinityEntries}} {
+		if n.v < 0 || n.v > 1<<24 {
+			errs = append(errs, fmt.Errorf("%s %d is out of range 0..%d (0: %d)", n.name, n.v, 1<<24, n.deflt))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("datapath config: %w", err)

@@ -30,6 +30,9 @@ func TestConfigValidate(t *testing.T) {
 		"v4 as v6":         {func(c *Config) { c.UnderlayIPv6 = netip.MustParseAddr("10.0.0.1") }, "not an IPv6"},
 		"no vxlan dev":     {func(c *Config) { c.VXLANIfName = "" }, "VXLAN device"},
 		"geneve port":      {func(c *Config) { c.GenevePort = 70000 }, "geneve port"},
+		"service entries":  {func(c *Config) { c.ServiceEntries = -1 }, "ServiceEntries"},
+		"backend entries":  {func(c *Config) { c.BackendEntries = 1 << 25 }, "BackendEntries"},
+		"affinity entries": {func(c *Config) { c.AffinityEntries = -5 }, "AffinityEntries"},
 	}
 	for name, c := range cases {
 		cfg := validConfig()

@@ -41,8 +41,13 @@ type Datapath struct {
 	overlay  *overlayObjects // VXLAN mode only
 	underlay underlayObjects
 	links    map[string]link.Link // by pin name
-	closed   bool
-	done     chan struct{} // closed by Close and Destroy: ends the Flows readers
+	// tables caches the Maglev table last seen in each service's inner
+	// map (by service id), so an unchanged Apply reads no table back.
+	tables map[uint32]maglevCache
+	// maglevSpec is the inner map of lb_maglev, sized per service.
+	maglevSpec *ebpf.MapSpec
+	closed     bool
+	done       chan struct{} // closed by Close and Destroy: ends the Flows readers
 
 	flowsLost atomic.Uint64 // flow events a slow Flows consumer missed
 }
@@ -78,8 +83,17 @@ func Open(cfg Config) (*Datapath, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	d := &Datapath{cfg: cfg, log: log, links: make(map[string]link.Link), done: make(chan struct{})}
+	d := &Datapath{cfg: cfg, log: log, links: make(map[string]link.Link), tables: make(map[uint32]maglevCache), done: make(chan struct{})}
 
+	spec, err := loadLxc()
+	if err != nil {
+		return nil, fmt.Errorf("load embedded object: %w", err)
+	}
+	if m, ok := spec.Maps["lb_maglev"]; ok && m.InnerMap != nil {
+		d.maglevSpec = m.InnerMap.Copy()
+	} else {
+		return nil, errors.New("embedded object lacks the lb_maglev map of maps")
+	}
 	consts := constants(cfg, underlayIf.Index, vxlanIndex)
 	sizes := mapSizes(cfg)
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}}
@@ -165,7 +179,22 @@ func mapSizes(cfg Config) map[string]uint32 {
 	if ct == 0 {
 		ct = DefaultCTEntries
 	}
-	return map[string]uint32{"ct": uint32(ct)}
+	or := func(v, deflt int) uint32 {
+		if v == 0 {
+			return uint32(deflt)
+		}
+		return uint32(v)
+	}
+	svc := or(cfg.ServiceEntries, DefaultServiceEntries)
+	return map[string]uint32{
+		"ct":          uint32(ct),
+		"lb_ct":       uint32(ct),
+		"lb_revnat":   uint32(ct),
+		"lb_services": svc,
+		"lb_maglev":   svc,
+		"lb_backends": or(cfg.BackendEntries, DefaultBackendEntries),
+		"lb_affinity": or(cfg.AffinityEntries, DefaultAffinityEntries),
+	}
 }
 
 func load(spec func() (*ebpf.CollectionSpec, error), consts map[string]any, sizes map[string]uint32, objs any, opts *ebpf.CollectionOptions) error {
@@ -360,6 +389,7 @@ func (d *Datapath) Apply(st State) error {
 		deleteStale(d.lxc.IpcacheHost, want.hosts),
 		syncMap(d.lxc.Policy, want.policy),
 	)
+	errs = append(errs, d.applyServices(want.services))
 	indexes := make([]uint32, 0, len(want.devices))
 	for ifindex := range want.devices {
 		indexes = append(indexes, ifindex)
@@ -502,6 +532,9 @@ func (d *Datapath) Drops() (map[string]uint64, error) {
 	}
 	out := make(map[string]uint64)
 	for i, name := range dropReasons {
+		if name == "" {
+			continue // not a drop
+		}
 		var vals []uint64
 		if err := d.lxc.Metrics.Lookup(uint32(i), &vals); err != nil {
 			return nil, fmt.Errorf("read metrics: %w", err)
@@ -563,7 +596,8 @@ func (d *Datapath) Destroy() error {
 		}
 	}
 	for _, m := range []*ebpf.Map{d.lxc.Endpoints, d.lxc.LxcDevices, d.lxc.Ipcache, d.lxc.IpcacheHost, d.lxc.IngressSeen, d.lxc.Metrics,
-		d.lxc.Policy, d.lxc.Ct, d.lxc.Fragments, d.lxc.Flows} {
+		d.lxc.Policy, d.lxc.Ct, d.lxc.Fragments, d.lxc.Flows, d.lxc.LbServices, d.lxc.LbBackends, d.lxc.LbMaglev,
+		d.lxc.LbCt, d.lxc.LbRevnat, d.lxc.LbAffinity} {
 		errs = append(errs, m.Unpin())
 	}
 	d.closed = true

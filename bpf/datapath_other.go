@@ -20,6 +20,7 @@ func (d *Datapath) Apply(st State) error                           { return errO
 func (d *Datapath) IngressSeen() (map[[2]uint32]uint64, error)     { return nil, errOS }
 func (d *Datapath) Drops() (map[string]uint64, error)              { return nil, errOS }
 func (d *Datapath) IPCache() ([]IPCacheEntry, error)               { return nil, errOS }
+func (d *Datapath) Services() ([]Service, error)                   { return nil, errOS }
 func (d *Datapath) Flows(ctx context.Context) (<-chan Flow, error) { return nil, errOS }
 func (d *Datapath) FlowsLost() uint64                              { return 0 }
 func (d *Datapath) FlowEventsLost() (uint64, error)                { return 0, errOS }

@@ -91,6 +91,57 @@
 // stack itself routes into a workload would not pass policy_ingress; today
 // nodes have no routes to workloads, so there is none.
 //
+// # Services
+//
+// State.Services are load-balanced by the programs (include/lb.h). Maps:
+// lb_services {frontend address, port, protocol, family} → {service id,
+// backend count, table size, affinity timeout, flags (External)};
+// lb_backends {backend id} → {address, port, family}; lb_maglev, a hash of
+// maps keyed by service id whose inner arrays (BPF_F_INNER_MAP, one per
+// service, sized to its table) hold backend ids; lb_ct, an LRU of
+// Config.CTEntries keyed by the client's tuple to the frontend, holding the
+// chosen backend id; lb_revnat, an LRU of the same size keyed by the reply's
+// tuple, holding the frontend to restore; lb_affinity {service id, client
+// address} → {backend id, last seen}. Ids are the Go side's: Apply reads the
+// pinned lb_services and lb_backends back and keeps every existing
+// frontend's and backend's id (a backend's id is that of its address and
+// port, shared by the services that use it), so ids survive Apply and agent
+// restarts; new ones take the id above the highest in use (so a removed
+// backend's id, which lb_ct may still name, is not soon given to another). A
+// changed Maglev table gets a new inner map swapped in with one update; an
+// unchanged one is not written.
+//
+// A workload's TCP or UDP packet to a frontend is translated in lxc.c before
+// the endpoint and ipcache lookups, so policy, connection tracking and
+// routing see the backend (as in Cilium): its connection's recorded backend
+// if that backend still exists (else it is picked again), else the client's
+// backend while its affinity is fresh, else the Maglev slot of a hash of the
+// 5-tuple (the same on every node). Destination address and port are
+// rewritten with incremental checksum updates (a UDP checksum of 0 stays 0).
+// A frontend without backends drops ("no_service_backend" in Drops and in
+// flow events). The reply is rewritten back to come from the frontend on the
+// client's node, after policy judged it as the backend sent it: in
+// deliver_local for a workload client (the backend on this node, or on
+// another node through overlay.c or underlay.c), at the backend's veth for a
+// hairpin or an outside client.
+//
+// Hairpin: a workload reaching itself through a frontend gets its own
+// packet with its source rewritten to the frontend address (its kernel would
+// drop a packet from one of its own addresses without accept_local); the
+// reply, sent to the frontend address, is restored at its veth and goes
+// straight back into it.
+//
+// External frontends are also served to packets arriving on the underlay
+// interface (underlay.c) when the picked backend is on this node; the reply
+// is rewritten at the backend's veth and left to the node's stack, which
+// routes it out (the node forwards: ip_forward). Not done: a backend on
+// another node for outside traffic (it needs SNAT to the node address and a
+// NAT port map; such packets are left to the stack untranslated, so the
+// control plane should give External frontends the node's own backends),
+// node ports on the node's own address (the stack would take the reply as a
+// martian from a local address), IPv4 fragments and IPv6 extension headers
+// (not translated), and SCTP.
+//
 // # Flows
 //
 // The programs report flow events in the pinned ring buffer flows (1 MiB,

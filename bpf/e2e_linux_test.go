@@ -49,6 +49,8 @@ type cluster struct {
 	mode  Mode
 	mtu   int
 	nodes [2]*node
+	// services are in every node's state (services_e2e_linux_test.go).
+	services []Service
 }
 
 func overhead(m Mode) int {
@@ -171,6 +173,7 @@ func (c *cluster) state(i int) State {
 	st.IPCache = append(st.IPCache,
 		IPCacheEntry{Prefix: other.cidr4, Node: node4},
 		IPCacheEntry{Prefix: other.cidr6, Node: node6})
+	st.Services = c.services
 	return st
 }
 
@@ -401,6 +404,7 @@ func testMode(t *testing.T, mode Mode) {
 		t.Logf("workload MTU %d: ping -M do -s %d passes, -s %d fails locally: %s", c.mtu, max4, max4+1,
 			strings.TrimSpace(tooLongLine(out)))
 	})
+	t.Run("services", func(t *testing.T) { testServices(t, c) })
 	t.Run("identities", func(t *testing.T) {
 		seen, err := n2.dp.IngressSeen()
 		if err != nil {

@@ -51,8 +51,8 @@ type flowEvent struct {
 
 // dropReasons names the METRIC_DROP_* indexes of include/common.h; the
 // metrics map also holds METRIC_FLOW_EVENTS_LOST (metricFlowEventsLost),
-// which is no drop.
-var dropReasons = []string{"unknown_destination", "spoofed_source", "encap", "decap", "policy"}
+// which is no drop: its name is empty.
+var dropReasons = []string{"unknown_destination", "spoofed_source", "encap", "decap", "policy", "", "no_service_backend"}
 
 const metricFlowEventsLost = 5
 
@@ -110,7 +110,7 @@ func (e *flowEvent) flow(wallNow time.Time, monoNow uint64) Flow {
 		f.Dst = netip.AddrPortFrom(dst, e.Dport)
 	}
 	if f.Dropped {
-		if int(e.Reason) < len(dropReasons) {
+		if int(e.Reason) < len(dropReasons) && dropReasons[e.Reason] != "" {
 			f.Reason = dropReasons[e.Reason]
 		} else {
 			f.Reason = "unknown"

@@ -198,6 +198,7 @@ type desired struct {
 	ipcache   map[ipcacheKey]remoteInfo     // the trie: shorter prefixes only
 	hosts     map[ipcacheHostKey]remoteInfo // ipcache_host: /32 and /128
 	policy    map[policyKey]policyValue
+	services  []compiledService
 }
 
 // compile checks st and turns it into map contents for mode. Entries it
@@ -297,6 +298,9 @@ func compile(st State, mode Mode) (desired, error) {
 			d.ipcache[k] = remoteInfoOf(e)
 		}
 	}
+	var err error
+	d.services, err = compileServices(st.Services)
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return d, fmt.Errorf("datapath state: %w", err)
 	}

@@ -36,6 +36,12 @@ func TestKeyLayoutMatchesBTF(t *testing.T) {
 		"policy":       {binary.Size(policyKey{}), binary.Size(policyValue{})},
 		"ct":           {binary.Size(ctKey{}), binary.Size(ctEntry{})},
 		"fragments":    {binary.Size(fragKey{}), binary.Size(fragPorts{})},
+		"lb_services":  {binary.Size(lbSvcKey{}), binary.Size(lbSvc{})},
+		"lb_backends":  {4, binary.Size(lbBackend{})},
+		"lb_maglev":    {4, 4},
+		"lb_ct":        {binary.Size(ctKey{}), binary.Size(lbCTEntry{})},
+		"lb_revnat":    {binary.Size(ctKey{}), binary.Size(lbRevnat{})},
+		"lb_affinity":  {binary.Size(lbAffinityKey{}), binary.Size(lbAffinity{})},
 	}
 	for _, load := range []func() (*ebpf.CollectionSpec, error){loadLxc, loadOverlay, loadUnderlay} {
 		spec, err := load()
@@ -70,6 +76,10 @@ func TestKeyLayoutMatchesBTF(t *testing.T) {
 					t.Errorf("flow_event.%s at %d in C; Go field %v", m.Name, m.Offset.Bytes(), f)
 				}
 			}
+		}
+		if m := spec.Maps["lb_maglev"]; m == nil || m.Type != ebpf.HashOfMaps || m.InnerMap == nil ||
+			m.InnerMap.Type != ebpf.Array || m.InnerMap.ValueSize != 4 {
+			t.Errorf("lb_maglev is not a hash of arrays of backend ids: %v", m)
 		}
 		// Host entries in a hash, shorter prefixes in the trie (keys.go).
 		for name, typ := range map[string]ebpf.MapType{"ipcache": ebpf.LPMTrie, "ipcache_host": ebpf.Hash} {

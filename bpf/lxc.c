@@ -7,7 +7,8 @@
  * nodes through the overlay (VXLAN device, eBPF Geneve) or natively, and
  * passes everything else to the node's stack; every IP packet but neighbour
  * discovery first passes the sending endpoint's egress policy
- * (policy_egress), and local deliveries the receiver's (policy_ingress). */
+ * (policy_egress), and local deliveries the receiver's (policy_ingress).
+ * Packets to a service frontend are first translated to a backend (lb.h). */
 #include "include/common.h"
 #include "include/geneve.h"
 #include "include/policy.h"
@@ -311,8 +312,46 @@ static __always_inline bool is_self(const struct remote_info *ri)
 	return n == cfg_node_ipv4;
 }
 
+/* lxc_lb translates a packet to a service frontend to one of its backends
+ * (lb.h), before routing and policy look at it, so both see the backend.
+ * sc->p is the packet's tuple afterwards. */
+static __always_inline int lxc_lb(struct __sk_buff *skb, struct lb_scratch *sc)
+{
+	if (!sc || lb_parse(skb, &sc->p))
+		return LB_NONE;
+	return lb_dnat(skb, false);
+}
+
+/* lxc_reply handles a reply of a translated connection whose client is not
+ * reached through deliver_local: a hairpinned one (sent to the frontend
+ * address that replaced the client's source) or one from outside the
+ * cluster (to the node's stack). The caller has let egress policy judge it
+ * as the backend sent it (a tracked reply); here it is rewritten back to
+ * come from the frontend, and a hairpin goes straight back into the client
+ * (policy passed both of its ends already). */
+static __always_inline int lxc_reply(struct __sk_buff *skb, struct lb_scratch *sc)
+{
+	struct endpoint_key *k = (struct endpoint_key *)&sc->rk;
+	struct endpoint_info *dst;
+	int r = lb_rev_nat(skb);
+
+	if (r < 0)
+		return TC_ACT_SHOT;
+	if (r == 0)
+		return TC_ACT_OK; /* cannot be: the caller found the entry */
+	__builtin_memset(k, 0, sizeof(*k));
+	k->family = sc->r.key.family;
+	__builtin_memcpy(k->addr, sc->r.key.daddr, 16);
+	dst = bpf_map_lookup_elem(&endpoints, k);
+	if (dst)
+		return redirect_local(skb, dst);
+	return TC_ACT_OK;
+}
+
 static __always_inline int from_lxc4(struct __sk_buff *skb)
 {
+	struct lb_scratch *sc = lb_scratch_get();
+	int lb;
 	struct endpoint_info *dst;
 	struct remote_info *ri;
 	struct iphdr *ip;
@@ -327,6 +366,14 @@ static __always_inline int from_lxc4(struct __sk_buff *skb)
 	saddr = ip->saddr;
 	daddr = ip->daddr;
 
+	lb = lxc_lb(skb, sc);
+	if (lb == LB_NO_BACKEND)
+		return drop(skb, METRIC_DROP_NO_BACKEND);
+	if (lb == LB_ERROR)
+		return TC_ACT_SHOT;
+	if (sc && (lb & 0xff) == LB_DNAT)
+		__builtin_memcpy(&daddr, sc->p.key.daddr, 4);
+
 	dst = lookup_endpoint4(daddr);
 	if (dst) {
 		src = source_identity(skb, lookup_endpoint4(saddr));
@@ -334,7 +381,17 @@ static __always_inline int from_lxc4(struct __sk_buff *skb)
 			return drop(skb, METRIC_DROP_SPOOFED_SRC);
 		if (egress_denied(skb, dst->identity, true))
 			return TC_ACT_SHOT;
+		if (sc && (lb & 0x100) && lb_hairpin(skb, sc))
+			return TC_ACT_SHOT;
 		return deliver_local(skb, src, dst);
+	}
+	if (sc && lb == LB_PASS && bpf_map_lookup_elem(&lb_revnat, &sc->p.key)) {
+		src = source_identity(skb, lookup_endpoint4(saddr));
+		if (src < 0)
+			return drop(skb, METRIC_DROP_SPOOFED_SRC);
+		if (egress_denied(skb, IDENTITY_WORLD, true))
+			return TC_ACT_SHOT;
+		return lxc_reply(skb, sc);
 	}
 	ri = lookup_ipcache4(daddr);
 	if (!ri || !ri->node_family || is_self(ri)) {
@@ -353,6 +410,8 @@ static __always_inline int from_lxc4(struct __sk_buff *skb)
 
 static __always_inline int from_lxc6(struct __sk_buff *skb)
 {
+	struct lb_scratch *sc = lb_scratch_get();
+	int lb;
 	struct endpoint_info *dst;
 	struct remote_info *ri;
 	struct ipv6hdr *ip6;
@@ -372,6 +431,14 @@ static __always_inline int from_lxc6(struct __sk_buff *skb)
 	    icmp_type == ND_NEIGHBOR_SOLICIT)
 		return handle_ns(skb);
 
+	lb = lxc_lb(skb, sc);
+	if (lb == LB_NO_BACKEND)
+		return drop(skb, METRIC_DROP_NO_BACKEND);
+	if (lb == LB_ERROR)
+		return TC_ACT_SHOT;
+	if (sc && (lb & 0xff) == LB_DNAT)
+		__builtin_memcpy(&daddr, sc->p.key.daddr, 16);
+
 	dst = lookup_endpoint6(&daddr);
 	if (dst) {
 		src = source_identity(skb, lookup_endpoint6(&saddr));
@@ -379,7 +446,17 @@ static __always_inline int from_lxc6(struct __sk_buff *skb)
 			return drop(skb, METRIC_DROP_SPOOFED_SRC);
 		if (egress_denied(skb, dst->identity, true))
 			return TC_ACT_SHOT;
+		if (sc && (lb & 0x100) && lb_hairpin(skb, sc))
+			return TC_ACT_SHOT;
 		return deliver_local(skb, src, dst);
+	}
+	if (sc && lb == LB_PASS && bpf_map_lookup_elem(&lb_revnat, &sc->p.key)) {
+		src = source_identity(skb, lookup_endpoint6(&saddr));
+		if (src < 0)
+			return drop(skb, METRIC_DROP_SPOOFED_SRC);
+		if (egress_denied(skb, IDENTITY_WORLD, true))
+			return TC_ACT_SHOT;
+		return lxc_reply(skb, sc);
 	}
 	ri = lookup_ipcache6(&daddr);
 	if (!ri || !ri->node_family || is_self(ri)) {

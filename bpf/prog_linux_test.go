@@ -33,6 +33,12 @@ var (
 // in on lo (ifindex 1), so the sending endpoint's host side is lo.
 func progFixture(t *testing.T) *Datapath {
 	t.Helper()
+	return progFixtureWith(t, nil)
+}
+
+// progFixtureWith is progFixture with services in the state.
+func progFixtureWith(t *testing.T, svcs []Service) *Datapath {
+	t.Helper()
 	pin := newPinDir(t)
 	ns := newNetNS(t, "prog")
 	ipn(t, ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
@@ -59,6 +65,7 @@ func progFixture(t *testing.T) *Datapath {
 				{Prefix: netip.MustParsePrefix("10.210.2.0/24"), Node: netip.MustParseAddr("10.77.0.2")},
 				{Prefix: netip.MustParsePrefix("10.210.2.10/32"), Identity: 2000, Node: netip.MustParseAddr("10.77.0.2")},
 			},
+			Services: svcs,
 		})
 	})
 	if err != nil {

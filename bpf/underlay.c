@@ -125,9 +125,53 @@ static __always_inline int from_native(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+/* from_outside serves External frontends (node ports, load-balancer IPs) to
+ * traffic from outside the cluster: translated to a backend on this node and
+ * delivered (the backend's veth rewrites the replies, lxc.c lxc_reply). A
+ * packet whose backend is on another node is left to the stack: that would
+ * need SNAT to this node's address, which is not done, so the control plane
+ * should give External frontends the node's own backends. Returns -1 for a
+ * packet that is none of its business. */
+static __always_inline int from_outside(struct __sk_buff *skb)
+{
+	struct lb_scratch *sc = lb_scratch_get();
+	struct endpoint_info *ep;
+	struct remote_info *ri;
+	__be32 saddr4;
+	int lb;
+
+	if (!sc || lb_parse(skb, &sc->p))
+		return -1;
+	lb = lb_dnat(skb, true);
+	if (lb == LB_PASS)
+		return -1;
+	if (lb == LB_NO_BACKEND)
+		return drop(skb, METRIC_DROP_NO_BACKEND);
+	if ((lb & 0xff) != LB_DNAT)
+		return TC_ACT_SHOT;
+	if (sc->p.key.family == FAMILY_V4) {
+		__be32 daddr4;
+
+		__builtin_memcpy(&daddr4, sc->p.key.daddr, 4);
+		__builtin_memcpy(&saddr4, sc->p.key.saddr, 4);
+		ep = lookup_endpoint4(daddr4);
+		ri = lookup_ipcache4(saddr4);
+	} else {
+		ep = lookup_endpoint6((const struct in6_addr *)sc->p.key.daddr);
+		ri = lookup_ipcache6((const struct in6_addr *)sc->p.key.saddr);
+	}
+	if (!ep)
+		return TC_ACT_SHOT; /* lb_dnat checked it is local */
+	return deliver_local(skb, native_identity(ri), ep);
+}
+
 SEC("tcx/ingress")
 int underlay_ingress(struct __sk_buff *skb)
 {
+	int ret = from_outside(skb);
+
+	if (ret >= 0)
+		return ret;
 	if (cfg_mode == MODE_GENEVE && skb->protocol == bpf_htons(ETH_P_IP))
 		return from_geneve(skb);
 	if (cfg_mode == MODE_NATIVE)

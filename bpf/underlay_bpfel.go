@@ -48,6 +48,16 @@ type underlayEndpointKey struct {
 	Pad    [3]uint8
 }
 
+type underlayFlow struct {
+	_        structs.HostLayout
+	Key      underlayCtKey
+	Port     uint16
+	TcpFlags uint8
+	L4       bool
+	Exempt   bool
+	_        [1]byte
+}
+
 type underlayFlowEvent struct {
 	_           structs.HostLayout
 	Ts          uint64
@@ -98,6 +108,88 @@ type underlayIpcacheKey struct {
 	Family    uint8
 	Pad       [3]uint8
 	Addr      [16]uint8
+}
+
+type underlayLbAffinity struct {
+	_         structs.HostLayout
+	LastSeen  uint64
+	BackendId uint32
+	Pad       uint32
+}
+
+type underlayLbAffinityKey struct {
+	_      structs.HostLayout
+	SvcId  uint32
+	Family uint8
+	Pad    [3]uint8
+	Addr   [16]uint8
+}
+
+type underlayLbBackend struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Family uint8
+	Pad    uint8
+}
+
+type underlayLbCtEntry struct {
+	_         structs.HostLayout
+	LastSeen  uint64
+	BackendId uint32
+	Pad       uint32
+}
+
+type underlayLbRevnat struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Client [16]uint8
+	Port   uint16
+	Flags  uint8
+	Pad    uint8
+}
+
+type underlayLbScratch struct {
+	_ structs.HostLayout
+	P struct {
+		_     structs.HostLayout
+		Key   underlayCtKey
+		L4off uint32
+	}
+	R struct {
+		_     structs.HostLayout
+		Key   underlayCtKey
+		L4off uint32
+	}
+	Frontend [16]uint8
+	Rv       underlayLbRevnat
+	Rk       underlayCtKey
+	Be       underlayLbBackend
+	Ak       underlayLbAffinityKey
+	Sk       underlayLbSvcKey
+	_        [4]byte
+	Ce       underlayLbCtEntry
+	Af       underlayLbAffinity
+	Oa       [4]uint32
+	Na       [4]uint32
+}
+
+type underlayLbSvc struct {
+	_           structs.HostLayout
+	Id          uint32
+	Backends    uint32
+	TableSize   uint32
+	AffinitySec uint32
+	Flags       uint32
+	Pad         uint32
+}
+
+type underlayLbSvcKey struct {
+	_      structs.HostLayout
+	Addr   [16]uint8
+	Port   uint16
+	Proto  uint8
+	Family uint8
 }
 
 type underlayPolicyKey struct {
@@ -180,12 +272,20 @@ type underlayProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type underlayMapSpecs struct {
 	Ct          *ebpf.MapSpec `ebpf:"ct"`
+	DropScratch *ebpf.MapSpec `ebpf:"drop_scratch"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
 	Flows       *ebpf.MapSpec `ebpf:"flows"`
 	Fragments   *ebpf.MapSpec `ebpf:"fragments"`
 	IngressSeen *ebpf.MapSpec `ebpf:"ingress_seen"`
 	Ipcache     *ebpf.MapSpec `ebpf:"ipcache"`
 	IpcacheHost *ebpf.MapSpec `ebpf:"ipcache_host"`
+	LbAffinity  *ebpf.MapSpec `ebpf:"lb_affinity"`
+	LbBackends  *ebpf.MapSpec `ebpf:"lb_backends"`
+	LbCt        *ebpf.MapSpec `ebpf:"lb_ct"`
+	LbMaglev    *ebpf.MapSpec `ebpf:"lb_maglev"`
+	LbRevnat    *ebpf.MapSpec `ebpf:"lb_revnat"`
+	LbScratch   *ebpf.MapSpec `ebpf:"lb_scratch"`
+	LbServices  *ebpf.MapSpec `ebpf:"lb_services"`
 	LxcDevices  *ebpf.MapSpec `ebpf:"lxc_devices"`
 	Metrics     *ebpf.MapSpec `ebpf:"metrics"`
 	Policy      *ebpf.MapSpec `ebpf:"policy"`
@@ -229,12 +329,20 @@ func (o *underlayObjects) Close() error {
 // It can be passed to loadUnderlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type underlayMaps struct {
 	Ct          *ebpf.Map `ebpf:"ct"`
+	DropScratch *ebpf.Map `ebpf:"drop_scratch"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
 	Flows       *ebpf.Map `ebpf:"flows"`
 	Fragments   *ebpf.Map `ebpf:"fragments"`
 	IngressSeen *ebpf.Map `ebpf:"ingress_seen"`
 	Ipcache     *ebpf.Map `ebpf:"ipcache"`
 	IpcacheHost *ebpf.Map `ebpf:"ipcache_host"`
+	LbAffinity  *ebpf.Map `ebpf:"lb_affinity"`
+	LbBackends  *ebpf.Map `ebpf:"lb_backends"`
+	LbCt        *ebpf.Map `ebpf:"lb_ct"`
+	LbMaglev    *ebpf.Map `ebpf:"lb_maglev"`
+	LbRevnat    *ebpf.Map `ebpf:"lb_revnat"`
+	LbScratch   *ebpf.Map `ebpf:"lb_scratch"`
+	LbServices  *ebpf.Map `ebpf:"lb_services"`
 	LxcDevices  *ebpf.Map `ebpf:"lxc_devices"`
 	Metrics     *ebpf.Map `ebpf:"metrics"`
 	Policy      *ebpf.Map `ebpf:"policy"`
@@ -243,12 +351,20 @@ type underlayMaps struct {
 func (m *underlayMaps) Close() error {
 	return _UnderlayClose(
 		m.Ct,
+		m.DropScratch,
 		m.Endpoints,
 		m.Flows,
 		m.Fragments,
 		m.IngressSeen,
 		m.Ipcache,
 		m.IpcacheHost,
+		m.LbAffinity,
+		m.LbBackends,
+		m.LbCt,
+		m.LbMaglev,
+		m.LbRevnat,
+		m.LbScratch,
+		m.LbServices,
 		m.LxcDevices,
 		m.Metrics,
 		m.Policy,

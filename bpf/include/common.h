@@ -221,6 +221,7 @@ enum {
 	METRIC_DROP_DECAP,           /* a helper failed while decapsulating */
 	METRIC_DROP_POLICY,          /* policy_ingress or policy_egress said no */
 	METRIC_FLOW_EVENTS_LOST,     /* not a drop: the flows ring buffer was full */
+	METRIC_DROP_NO_BACKEND,      /* to a service frontend without backends */
 	METRIC_MAX = 16,
 };
 

@@ -85,18 +85,30 @@ static __noinline void emit_flow(const struct flow *f, __u32 ifindex, __u32 src_
  * is (Ethernet header at 0; for a tunnel packet, the outer one). On a
  * workload's veth the event is that endpoint's egress, with its identity as
  * the source; anywhere else it is an ingress with no endpoint. */
+/* The tuple drop_event parses lives here, not on the stack: drop_event can
+ * be called from the deepest point of a program, where the program's frame
+ * and its own must stay within 512 bytes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flow);
+	__uint(max_entries, 1);
+} drop_scratch SEC(".maps");
+
 static __noinline void drop_event(struct __sk_buff *skb, __u32 reason)
 {
-	__u32 ifindex = skb->ifindex;
+	__u32 ifindex = skb->ifindex, zero = 0;
 	struct endpoint_info *ep;
-	struct flow f;
+	struct flow *f = bpf_map_lookup_elem(&drop_scratch, &zero);
 
-	parse_flow(skb, &f); /* on failure the tuple stays as far as it got */
+	if (!f)
+		return;
+	parse_flow(skb, f); /* on failure the tuple stays as far as it got */
 	ep = bpf_map_lookup_elem(&lxc_devices, &ifindex);
 	if (ep)
-		emit_flow(&f, ifindex, ep->identity, 0, FLOW_META(FLOW_EV_DROP, DIR_EGRESS, reason));
+		emit_flow(f, ifindex, ep->identity, 0, FLOW_META(FLOW_EV_DROP, DIR_EGRESS, reason));
 	else
-		emit_flow(&f, 0, 0, 0, FLOW_META(FLOW_EV_DROP, DIR_INGRESS, reason));
+		emit_flow(f, 0, 0, 0, FLOW_META(FLOW_EV_DROP, DIR_INGRESS, reason));
 }
 
 /* drop counts a drop for reason, reports it, and returns TC_ACT_SHOT. */

@@ -15,6 +15,7 @@
 #include "common.h"
 #include "conntrack.h"
 #include "flows.h"
+#include "lb.h"
 
 /* policy_verdict looks up the entries of the endpoint behind ifindex that
  * match peer, f's protocol and port: every combination of {peer, any} x
@@ -173,10 +174,26 @@ deny:
 	return TC_ACT_SHOT;
 }
 
+/* redirect_local gives the packet the MACs the workload behind ep expects
+ * (from its gateway, to itself) and moves it straight into the workload's
+ * namespace (bpf_redirect_peer skips the host veth's backlog). */
+static __always_inline int redirect_local(struct __sk_buff *skb, const struct endpoint_info *ep)
+{
+	struct endpoint_info e = *ep;
+	__u8 macs[12];
+
+	__builtin_memcpy(macs, e.mac, 6);
+	__builtin_memcpy(macs + 6, e.host_mac, 6);
+	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect_peer(e.ifindex, 0);
+}
+
 /* deliver_local hands the packet, whose Ethernet header is at offset 0, to
- * the local endpoint ep: it gives it the MACs the workload expects (from its
- * gateway, to itself), asks policy, and moves it straight into the
- * workload's namespace (bpf_redirect_peer skips the host veth's backlog). */
+ * the local endpoint ep: it asks policy, which judges the packet as the
+ * backend sent it, then rewrites a service reply back to its frontend
+ * (lb.h: the connection was translated on this node, the client's), and
+ * redirects it into the workload. */
 static __always_inline int deliver_local(struct __sk_buff *skb, __u32 src_identity,
 					 const struct endpoint_info *ep)
 {
@@ -187,6 +204,8 @@ static __always_inline int deliver_local(struct __sk_buff *skb, __u32 src_identi
 		count(METRIC_DROP_POLICY); /* policy_ingress reported it */
 		return TC_ACT_SHOT;
 	}
+	if (lb_rev_nat(skb) < 0)
+		return TC_ACT_SHOT;
 	__builtin_memcpy(macs, e.mac, 6);
 	__builtin_memcpy(macs + 6, e.host_mac, 6);
 	if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0))
