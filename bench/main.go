@@ -22,7 +22,17 @@
 // With -out, the file gets one section per benchmark that ran; sections of
 // benchmarks that did not run (-only) are kept from the file as it was.
 //
-// Usage: go run ./bench [-only store|gossip|datapath] [-out bench/RESULTS.md]
+//   - bgp: time for 100k /32s to reach FRR's table from Fabric's BGP
+//     speaker against gobgpd, and from a speaker's SIGKILL to the
+//     withdrawal at FRR (needs root and FRR; namespaces only).
+//
+//   - services: Fabric's eBPF service load balancing against kube-proxy's
+//     iptables and nftables rules: the send path's per-packet cost with 10
+//     to 100k services, new TCP connections per second to a VIP with 1k to
+//     100k services, and the time to add or remove one service (needs root,
+//     iptables and nftables; namespaces only).
+//
+// Usage: go run ./bench [-only store|gossip|datapath|bgp|services] [-out bench/RESULTS.md]
 package main
 
 import (
@@ -41,6 +51,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/fabric-net/fabric/bgp/speakerproc"
 )
 
 type options struct {
@@ -60,11 +72,22 @@ type options struct {
 	progCalls  int
 	progRepeat int
 	fabricBin  string
+
+	svcMax     int
+	svcCalls   int
+	svcConns   int
+	svcWorkers int
+	svcTries   int
 }
 
 func main() {
+	// The bgp benchmark re-executes this binary inside a node's namespace
+	// as a child speaker (see bgp/speakerproc).
+	if speakerproc.IsChild() {
+		os.Exit(speakerproc.Main())
+	}
 	var o options
-	flag.StringVar(&o.only, "only", "", "run one benchmark: store, gossip or datapath (default all)")
+	flag.StringVar(&o.only, "only", "", "run one benchmark: store, gossip, datapath, bgp or services (default all)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown report to this file")
 	flag.IntVar(&o.rounds, "rounds", 2, "store: interleaved rounds (fabric, etcd, fabric, etcd, ...); medians are reported")
 	flag.IntVar(&o.writes1, "writes1", 1000, "store: writes per case with 1 writer")
@@ -79,9 +102,17 @@ func main() {
 	flag.IntVar(&o.progCalls, "prog-calls", 100_000, "datapath: BPF_PROG_TEST_RUN calls (one packet each) per program and ipcache size")
 	flag.IntVar(&o.progRepeat, "prog-repeat", 100_000, "datapath: repeats per call in the cross-check of paths that are stable across repeats")
 	flag.StringVar(&o.fabricBin, "fabric-bin", "", "datapath: fabric binary for the labs (default: go build ./fabric/cmd/fabric into a temporary folder)")
+	// Fabric's Apply adds a service in about 16 ms on the 2-core VM (each
+	// Maglev table is a new inner map, and updating a map of maps waits for
+	// an RCU grace period), so 100k would take about half an hour.
+	flag.IntVar(&o.svcMax, "services-max", 5000, "services: the most services loaded; sizes of the plan (10 to 100k) above it are replaced by it")
+	flag.IntVar(&o.svcCalls, "svc-calls", 20_000, "services: BPF_PROG_TEST_RUN calls per case and size (at most about 19k: each new-connection call takes a fresh source port)")
+	flag.IntVar(&o.svcConns, "svc-conns", 3000, "services: connections per cell of the connection-rate benchmark")
+	flag.IntVar(&o.svcWorkers, "svc-workers", 2, "services: concurrent client workers")
+	flag.IntVar(&o.svcTries, "svc-tries", 20, "services: add/remove tries with the most services loaded")
 	flag.Parse()
 	if o.only != "" && !slices.ContainsFunc(benchmarks, func(b benchmark) bool { return b.name == o.only }) {
-		fmt.Fprintf(os.Stderr, "bench: -only %q: use store, gossip or datapath\n", o.only)
+		fmt.Fprintf(os.Stderr, "bench: -only %q: use store, gossip, datapath, bgp or services\n", o.only)
 		os.Exit(2)
 	}
 	if o.rounds < 1 || o.trials < 1 || o.writes1 < 1 || o.writes64 < 64 || o.burners < 0 {
@@ -90,6 +121,11 @@ func main() {
 	}
 	if o.dpRounds < 1 || o.iperfTime < time.Second || o.progCalls < 1 || o.progRepeat < 1 || o.progRepeat > 1<<30 {
 		fmt.Fprintln(os.Stderr, "bench: -dp-rounds, -prog-calls and -prog-repeat (at most 2^30) must be >= 1, -iperf-time >= 1s")
+		os.Exit(2)
+	}
+
+	if o.svcMax < 10 || o.svcCalls < 100 || o.svcConns < 1 || o.svcWorkers < 1 || o.svcTries < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -services-max must be >= 10, -svc-calls >= 100, -svc-conns, -svc-workers and -svc-tries >= 1")
 		os.Exit(2)
 	}
 
@@ -127,7 +163,7 @@ type benchmark struct {
 }
 
 // benchmarks in report order.
-var benchmarks = []benchmark{{"store", benchStore}, {"gossip", benchGossip}, {"datapath", benchDatapath}}
+var benchmarks = []benchmark{{"store", benchStore}, {"gossip", benchGossip}, {"datapath", benchDatapath}, {"bgp", benchBGP}, {"services", benchServices}}
 
 func run(ctx context.Context, o options, cl *cleanup) int {
 	fmt.Printf("# Fabric benchmarks\n")
