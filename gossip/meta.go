@@ -33,6 +33,13 @@ type Meta struct {
 	Health    string         // "ok", or "degraded: <why>"
 	APIAddr   string         // host:port of the node's store RPC endpoint
 	RaftAddr  string         // host:port of the raft transport (servers only)
+	// Started is when the agent started (Unix milliseconds): the moment
+	// every member agrees a node joined, for decisions that must not
+	// depend on when each member happened to hear of it.
+	Started int64
+	// L2Down: the node's announcing interface lost its link; it answers
+	// ARP/NDP for no address until it is back.
+	L2Down bool
 }
 
 // HasRole reports whether r is one of m's roles.
@@ -56,7 +63,9 @@ type wireMeta struct {
 	// its event delegate whether a node left or failed (the State of the
 	// Node it passes is never set), so a leaving node says so in its meta
 	// before it leaves, as serf does with its leave intent.
-	L bool `json:"l,omitempty"`
+	L bool  `json:"l,omitempty"`
+	S int64 `json:"s,omitempty"`
+	D bool  `json:"d,omitempty"`
 }
 
 // EncodeMeta encodes m for the wire. It fails when m holds an invalid address
@@ -71,7 +80,7 @@ func encodeMeta(m Meta, leaving bool) ([]byte, error) {
 		N: m.Name, C: m.Cluster, I: m.ClusterID,
 		U: m.Underlay, P: m.PodCIDRs, R: m.Roles,
 		V: m.Version, H: m.Health, A: m.APIAddr, F: m.RaftAddr,
-		L: leaving,
+		L: leaving, S: m.Started, D: m.L2Down,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gossip: encode meta: %w", err)
@@ -112,6 +121,7 @@ func decodeMeta(b []byte) (m Meta, leaving bool, err error) {
 		Name: w.N, Cluster: w.C, ClusterID: w.I,
 		Underlay: nilIfEmpty(w.U), PodCIDRs: nilIfEmpty(w.P), Roles: nilIfEmpty(w.R),
 		Version: w.V, Health: w.H, APIAddr: w.A, RaftAddr: w.F,
+		Started: w.S, L2Down: w.D,
 	}
 	if m.Name == "" {
 		return Meta{}, false, fmt.Errorf("gossip: decode meta: no node name")

@@ -15,12 +15,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/fabric-net/fabric/fabric/config"
 	"github.com/fabric-net/fabric/fabric/identity"
 	"github.com/fabric-net/fabric/fabric/ipam"
+	"github.com/fabric-net/fabric/fabric/lbipam"
 	"github.com/fabric-net/fabric/fabric/store"
 	"github.com/fabric-net/fabric/gossip"
 )
@@ -41,7 +43,11 @@ type Agent struct {
 	store *store.Store
 	ipam  *ipam.Allocator
 	ids   *identity.Allocator
-	api   *apiServer
+	// lbipam assigns load-balancer addresses from the stored pools.
+	lbipam *lbipam.Allocator
+	// l2 answers ARP/NDP for owned load-balancer IPs; nil when off.
+	l2  *l2Reconciler
+	api *apiServer
 	dp    *dpReconciler // nil in datapath mode none
 	// nodes mirrors nodes/: every node the cluster has recorded.
 	nodes  *mirror
@@ -117,6 +123,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Version:   Version,
 		Health:    "starting",
 		APIAddr:   scfg.APIAdvertise,
+		Started:   a.started.UnixMilli(),
 	}
 	for _, u := range a.cfg.Underlay {
 		a.meta.Underlay = append(a.meta.Underlay, netip.MustParseAddr(u))
@@ -139,6 +146,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	a.ipam = ipam.New(a.ipamConfig(), st, a.cfg.NodeName, a.log.With("subsys", "ipam"))
 	a.ids = identity.New(a.identityConfig(), st, a.cfg.NodeName, a.log.With("subsys", "identity"))
+	a.lbipam = lbipam.New(st, a.log.With("subsys", "lbipam"))
 
 	a.nodes = newMirror("nodes/", a.log.With("subsys", "nodes"))
 	loops := []func(context.Context){func(ctx context.Context) { a.nodes.run(ctx, st) }, a.rejoinLoop}
@@ -150,6 +158,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer dp.Close()
 		a.dp = newDPReconciler(a, dp)
 		loops = append(loops, a.dp.run)
+		if a.cfg.L2Announcements {
+			a.l2 = newL2Reconciler(a)
+			loops = append(loops, a.l2.run)
+		}
 	}
 
 	srv, err := newAPIServer(a, a.cfg.Socket)
@@ -160,7 +172,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer srv.Close()
 
 	var wg sync.WaitGroup
-	loops = append(loops, a.joinLoop, a.peerLoop, a.cidrLoop, a.leaderLoop, a.serveMetrics)
+	loops = append(loops, a.joinLoop, a.peerLoop, a.cidrLoop, a.leaderLoop, a.lbLoop, a.serveMetrics)
 	for _, loop := range loops {
 		wg.Add(1)
 		go func() { defer wg.Done(); loop(ctx) }()
@@ -310,6 +322,8 @@ type nodeRecord struct {
 	Server    bool     `json:"server"`
 	Version   string   `json:"version"`
 	UpdatedAt string   `json:"updatedAt"`
+	// Labels are the node's labels (config nodeLabels) plus its hostname.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // cidrLoop gets the node its pod CIDRs from the store (allocating them the
@@ -347,7 +361,7 @@ func (a *Agent) cidrLoop(ctx context.Context) {
 
 func (a *Agent) writeNodeRecord(ctx context.Context, cidrs []netip.Prefix) error {
 	rec := nodeRecord{Name: a.cfg.NodeName, Underlay: a.cfg.Underlay, Server: a.cfg.Server, Version: Version,
-		UpdatedAt: time.Now().UTC().Format(time.RFC3339)}
+		UpdatedAt: time.Now().UTC().Format(time.RFC3339), Labels: a.nodeLabels()}
 	for _, c := range cidrs {
 		rec.PodCIDRs = append(rec.PodCIDRs, c.String())
 	}
@@ -460,4 +474,14 @@ func (a *Agent) forgetNode(ctx context.Context, node string) {
 		return
 	}
 	a.log.Info("node gone past the grace: released its CIDRs, endpoints and identities", "node", node)
+}
+
+// nodeLabels are the node's configured labels and its hostname label.
+func (a *Agent) nodeLabels() map[string]string {
+	m := map[string]string{"kubernetes.io/hostname": a.cfg.NodeName}
+	for _, l := range a.cfg.NodeLabels {
+		k, v, _ := strings.Cut(l, "=")
+		m[k] = v
+	}
+	return m
 }

@@ -85,6 +85,13 @@ func newAPIServer(a *Agent, socket string) (*apiServer, error) {
 	mux.HandleFunc("GET /v1/services", s.handle(s.listServices))
 	mux.HandleFunc("POST /v1/services", s.handle(s.applyServices))
 	mux.HandleFunc("DELETE /v1/services/{ns}/{name}", s.handle(s.deleteService))
+	mux.HandleFunc("GET /v1/lbipam/pools", s.handle(s.listLBPools))
+	mux.HandleFunc("GET /v1/l2/policies", s.handle(s.listL2Policies))
+	mux.HandleFunc("POST /v1/l2/policies", s.handle(s.applyL2Policies))
+	mux.HandleFunc("DELETE /v1/l2/policies/{name}", s.handle(s.deleteL2Policy))
+	mux.HandleFunc("GET /v1/l2/status", s.handle(s.l2Status))
+	mux.HandleFunc("POST /v1/lbipam/pools", s.handle(s.applyLBPools))
+	mux.HandleFunc("DELETE /v1/lbipam/pools/{name}", s.handle(s.deleteLBPool))
 	mux.HandleFunc("GET /v1/kv", s.handle(s.getKV))
 	mux.HandleFunc("POST /v1/kv", s.handle(s.putKV))
 	mux.HandleFunc("GET /v1/gossip/keys", s.handle(s.keyring))
@@ -198,6 +205,41 @@ func (s *apiServer) applyServices(r *http.Request) (any, error) {
 
 func (s *apiServer) deleteService(r *http.Request) (any, error) {
 	return struct{}{}, s.a.deleteService(r.Context(), r.PathValue("ns"), r.PathValue("name"))
+}
+
+func (s *apiServer) listLBPools(r *http.Request) (any, error) { return s.a.listLBPools(r.Context()) }
+
+func (s *apiServer) applyLBPools(r *http.Request) (any, error) {
+	var yaml string
+	if err := decode(r, &yaml); err != nil {
+		return nil, err
+	}
+	return s.a.applyLBPools(r.Context(), []byte(yaml))
+}
+
+func (s *apiServer) deleteLBPool(r *http.Request) (any, error) {
+	return struct{}{}, s.a.deleteLBPool(r.Context(), r.PathValue("name"))
+}
+
+func (s *apiServer) listL2Policies(r *http.Request) (any, error) { return s.a.listL2Policies(r.Context()) }
+
+func (s *apiServer) applyL2Policies(r *http.Request) (any, error) {
+	var yaml string
+	if err := decode(r, &yaml); err != nil {
+		return nil, err
+	}
+	return s.a.applyL2Policies(r.Context(), []byte(yaml))
+}
+
+func (s *apiServer) deleteL2Policy(r *http.Request) (any, error) {
+	return struct{}{}, s.a.deleteL2Policy(r.Context(), r.PathValue("name"))
+}
+
+func (s *apiServer) l2Status(r *http.Request) (any, error) {
+	if s.a.l2 == nil {
+		return api.L2Status{}, nil
+	}
+	return s.a.l2.status(), nil
 }
 
 func (s *apiServer) tracePolicy(r *http.Request) (any, error) {

@@ -17,6 +17,7 @@ import (
 	"github.com/fabric-net/fabric/bpf"
 	"github.com/fabric-net/fabric/fabric/api"
 	"github.com/fabric-net/fabric/fabric/identity"
+	"github.com/fabric-net/fabric/fabric/lbipam"
 	"github.com/fabric-net/fabric/fabric/policy"
 	"github.com/fabric-net/fabric/fabric/service"
 	"github.com/fabric-net/fabric/fabric/store"
@@ -60,6 +61,7 @@ type dpReconciler struct {
 	policies *mirror
 	idents   *mirror
 	services *mirror
+	lbIPs    *mirror
 
 	flows *flowHub
 
@@ -151,6 +153,7 @@ func newDPReconciler(a *Agent, dp Datapath) *dpReconciler {
 		policies: newMirror(policyPrefix, a.log.With("subsys", "policy")),
 		idents:   newMirror(identity.PrefixIDs, a.log.With("subsys", "policy")),
 		services: newMirror(serviceDefPrefix, a.log.With("subsys", "service")),
+		lbIPs:    newMirror(lbipam.PrefixServices, a.log.With("subsys", "service")),
 		parsed:   map[string]parsedPolicy{},
 
 		parsedSvcs: map[string]parsedService{},
@@ -268,6 +271,7 @@ func (r *dpReconciler) run(ctx context.Context) {
 	go r.policies.run(ctx, r.a.store)
 	go r.idents.run(ctx, r.a.store)
 	go r.services.run(ctx, r.a.store)
+	go r.lbIPs.run(ctx, r.a.store)
 	// Gossip's verdicts move service backends off dead nodes at once.
 	var members <-chan gossip.Event
 	if r.a.pool != nil {
@@ -286,6 +290,7 @@ func (r *dpReconciler) run(ctx context.Context) {
 		case <-r.policies.Changed():
 		case <-r.idents.Changed():
 		case <-r.services.Changed():
+		case <-r.lbIPs.Changed():
 		case <-members:
 		case <-resync.C:
 			r.mu.Lock()
@@ -349,7 +354,8 @@ func (r *dpReconciler) desired() (bpf.State, bool) {
 	_, ok3 := r.policies.Snapshot()
 	_, ok4 := r.idents.Snapshot()
 	_, ok5 := r.services.Snapshot()
-	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 {
+	_, ok6 := r.lbIPs.Snapshot()
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 {
 		return bpf.State{}, false
 	}
 	self := r.a.cfg.NodeName

@@ -10,6 +10,14 @@ import (
 	"github.com/fabric-net/fabric/gossip"
 )
 
+// externalToRemoteBackends says whether the datapath can send traffic that
+// arrived from outside the cluster to a backend on another node (it needs
+// source NAT so the reply comes back through this node). Until it can,
+// external frontends get this node's backends only, whatever the traffic
+// policy, and L2 and BGP announce an address only from nodes with a local
+// backend.
+const externalToRemoteBackends = false
+
 // parsedService caches a stored service's decoding by its raw record.
 type parsedService struct {
 	raw string
@@ -77,6 +85,8 @@ func (r *dpReconciler) currentServices(raw map[string][]byte) []service.Service 
 func (r *dpReconciler) compileServices(st *bpf.State, eps []service.Endpoint) map[string][]service.Backend {
 	raw, _ := r.services.Snapshot()
 	svcs := r.currentServices(raw)
+	held, _ := r.lbIPs.Snapshot()
+	lbIPs := lbIPsFrom(held)
 	if len(svcs) == 0 {
 		return nil
 	}
@@ -109,6 +119,9 @@ func (r *dpReconciler) compileServices(st *bpf.State, eps []service.Endpoint) ma
 			port := service.ForPort(all, p)
 			add := func(addr netip.Addr, fport uint16, external bool) {
 				bs := service.SameFamily(svc.BackendsFor(self, external, port), addr)
+				if external && !externalToRemoteBackends {
+					bs = slices.DeleteFunc(bs, func(b service.Backend) bool { return b.Node != self })
+				}
 				fe := bpf.Service{Frontend: netip.AddrPortFrom(addr, fport), Proto: proto, External: external}
 				if svc.Affinity.ClientIP {
 					fe.AffinityTimeout = svc.Affinity.Timeout
@@ -135,7 +148,11 @@ func (r *dpReconciler) compileServices(st *bpf.State, eps []service.Endpoint) ma
 					add(u, p.NodePort, true)
 				}
 			}
-			for _, ip := range slices.Concat(svc.LoadBalancerIPs, svc.ExternalIPs) {
+			var lb []netip.Addr
+			if svc.Type == service.LoadBalancer {
+				lb = lbIPs[svc.Key()]
+			}
+			for _, ip := range slices.Concat(lb, svc.ExternalIPs) {
 				add(ip, p.Port, true)
 			}
 		}

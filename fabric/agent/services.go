@@ -13,6 +13,7 @@ import (
 
 	"github.com/fabric-net/fabric/fabric/api"
 	"github.com/fabric-net/fabric/fabric/config"
+	"github.com/fabric-net/fabric/fabric/lbipam"
 	"github.com/fabric-net/fabric/fabric/service"
 	"github.com/fabric-net/fabric/fabric/store"
 )
@@ -239,7 +240,7 @@ func (a *Agent) tryApplyServices(ctx context.Context, svcs []service.Service, da
 		}
 		b, _ := json.Marshal(rec)
 		txn.Ops = append(txn.Ops, store.Op{Type: store.OpPut, Key: key, Value: b})
-		infos = append(infos, serviceInfo(s, nil))
+		infos = append(infos, serviceInfo(s, nil, nil))
 	}
 	res, err := a.store.Txn(ctx, txn)
 	if err != nil {
@@ -248,8 +249,14 @@ func (a *Agent) tryApplyServices(ctx context.Context, svcs []service.Service, da
 	if !res.Succeeded {
 		return nil, errServiceRace
 	}
-	for _, s := range svcs {
+	for i, s := range svcs {
 		a.log.Info("service applied", "service", s.Key(), "type", s.Type, "ports", len(s.Ports))
+		conds, err := a.assignLB(ctx, s)
+		if err != nil {
+			conds = append(conds, "load-balancer IPs not assigned yet: "+err.Error())
+		}
+		infos[i].Conditions = conds
+		infos[i].LoadBalancerIPs = a.lbAssigned(ctx, s.Key())
 	}
 	return infos, nil
 }
@@ -317,18 +324,40 @@ func (a *Agent) listServices(ctx context.Context) ([]api.ServiceInfo, error) {
 	if a.dp != nil {
 		backends = a.dp.serviceBackends()
 	}
+	held, _, err := a.store.List(ctx, lbipam.PrefixServices)
+	if err != nil {
+		return nil, err
+	}
+	lbIPs := lbIPsFrom(kvMap(held))
 	out := make([]api.ServiceInfo, 0, len(kvs))
 	for _, kv := range kvs {
 		svc, _, err := decodeService(kv.Value)
 		if err != nil {
 			return nil, fmt.Errorf("stored service %s: %w", kv.Key, err)
 		}
-		out = append(out, serviceInfo(svc, backends[svc.Key()]))
+		info := serviceInfo(svc, backends[svc.Key()], lbIPs[svc.Key()])
+		if svc.Type == service.LoadBalancer && len(info.LoadBalancerIPs) == 0 {
+			info.Conditions = append(info.Conditions, "pending: no load-balancer IP assigned yet (see fabric lb-pool get)")
+		}
+		out = append(out, info)
 	}
 	return out, nil
 }
 
-func serviceInfo(s service.Service, backends []service.Backend) api.ServiceInfo {
+// lbAssigned returns the load-balancer addresses lbipam holds for a service.
+func (a *Agent) lbAssigned(ctx context.Context, key string) []string {
+	kv, ok, err := a.store.Get(ctx, lbipam.PrefixServices+key)
+	if err != nil || !ok {
+		return nil
+	}
+	var out []string
+	for _, ip := range lbIPsFrom(map[string][]byte{kv.Key: kv.Value})[key] {
+		out = append(out, ip.String())
+	}
+	return out
+}
+
+func serviceInfo(s service.Service, backends []service.Backend, lbIPs []netip.Addr) api.ServiceInfo {
 	info := api.ServiceInfo{Namespace: s.Namespace, Name: s.Name, Type: s.Type.String(),
 		Selector: s.Selector.String(), ExternalPolicy: s.ExternalPolicy.String(), InternalPolicy: s.InternalPolicy.String()}
 	if s.ClusterIP.IsValid() {
@@ -344,7 +373,7 @@ func serviceInfo(s service.Service, backends []service.Backend) api.ServiceInfo 
 		info.Ports = append(info.Ports, api.ServicePort{Name: p.Name, Protocol: p.Protocol.String(), Port: p.Port,
 			TargetPort: target, NodePort: p.NodePort})
 	}
-	for _, ip := range s.LoadBalancerIPs {
+	for _, ip := range lbIPs {
 		info.LoadBalancerIPs = append(info.LoadBalancerIPs, ip.String())
 	}
 	for _, ip := range s.ExternalIPs {
@@ -389,6 +418,10 @@ func (a *Agent) deleteService(ctx context.Context, ns, name string) error {
 	}
 	if !res.Succeeded {
 		return conflict("service %s/%s changed while deleting: retry", ns, name)
+	}
+	if err := a.lbipam.Release(ctx, ns+"/"+name); err != nil {
+		// The leader's sweep releases it later.
+		a.log.Warn("release load-balancer IPs", "service", ns+"/"+name, "err", err)
 	}
 	a.log.Info("service deleted", "service", ns+"/"+name)
 	return nil

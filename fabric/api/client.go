@@ -288,3 +288,45 @@ func (c *Client) Services(ctx context.Context) ([]ServiceInfo, error) {
 func (c *Client) DeleteService(ctx context.Context, namespace, name string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/services/"+url.PathEscape(namespace)+"/"+url.PathEscape(name), nil, nil)
 }
+
+// ApplyLBPools stores the load-balancer IP pools of a YAML stream
+// (CiliumLoadBalancerIPPool), replacing pools of the same name.
+func (c *Client) ApplyLBPools(ctx context.Context, yaml []byte) ([]LBPoolInfo, error) {
+	var out []LBPoolInfo
+	return out, c.do(ctx, http.MethodPost, "/v1/lbipam/pools", string(yaml), &out)
+}
+
+// LBPools lists the load-balancer IP pools with their use.
+func (c *Client) LBPools(ctx context.Context) ([]LBPoolInfo, error) {
+	var out []LBPoolInfo
+	return out, c.do(ctx, http.MethodGet, "/v1/lbipam/pools", nil, &out)
+}
+
+// DeleteLBPool removes one pool; addresses it gave keep their services.
+func (c *Client) DeleteLBPool(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/lbipam/pools/"+url.PathEscape(name), nil, nil)
+}
+
+// ApplyL2Policies stores the CiliumL2AnnouncementPolicy documents of a YAML
+// stream.
+func (c *Client) ApplyL2Policies(ctx context.Context, yaml []byte) ([]L2PolicyInfo, error) {
+	var out []L2PolicyInfo
+	return out, c.do(ctx, http.MethodPost, "/v1/l2/policies", string(yaml), &out)
+}
+
+// L2Policies lists the stored L2 announcement policies.
+func (c *Client) L2Policies(ctx context.Context) ([]L2PolicyInfo, error) {
+	var out []L2PolicyInfo
+	return out, c.do(ctx, http.MethodGet, "/v1/l2/policies", nil, &out)
+}
+
+// DeleteL2Policy removes one L2 announcement policy.
+func (c *Client) DeleteL2Policy(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/l2/policies/"+url.PathEscape(name), nil, nil)
+}
+
+// L2Status tells what the node answers ARP/NDP for.
+func (c *Client) L2Status(ctx context.Context) (L2Status, error) {
+	var out L2Status
+	return out, c.do(ctx, http.MethodGet, "/v1/l2/status", nil, &out)
+}

@@ -295,4 +295,40 @@ type ServiceInfo struct {
 	ExternalPolicy  string           `json:"externalTrafficPolicy"`
 	InternalPolicy  string           `json:"internalTrafficPolicy"`
 	Backends        []ServiceBackend `json:"backends,omitempty"`
+	// Conditions say why a LoadBalancer service lacks addresses it needs.
+	Conditions []string `json:"conditions,omitempty"`
+}
+
+// LBPoolInfo is one load-balancer IP pool with its use.
+type LBPoolInfo struct {
+	Name     string   `json:"name"`
+	Blocks   []string `json:"blocks"`
+	Used     uint64   `json:"used"`
+	Free     uint64   `json:"free"`
+	Disabled bool     `json:"disabled,omitempty"`
+	// Gone: addresses are still assigned from a pool that was removed.
+	Gone bool `json:"gone,omitempty"`
+}
+
+// L2PolicyInfo is one stored L2 announcement policy.
+type L2PolicyInfo struct {
+	Name            string   `json:"name"`
+	Interfaces      []string `json:"interfaces,omitempty"`
+	LoadBalancerIPs bool     `json:"loadBalancerIPs"`
+	ExternalIPs     bool     `json:"externalIPs"`
+	YAML            string   `json:"yaml"`
+}
+
+// L2Owned is one address a node answers ARP/NDP for.
+type L2Owned struct {
+	IP         string   `json:"ip"`
+	Interfaces []string `json:"interfaces"`
+}
+
+// L2Status is what a node announces on its segments.
+type L2Status struct {
+	Enabled   bool      `json:"enabled"`
+	Owned     []L2Owned `json:"owned,omitempty"`
+	LinksDown []string  `json:"linksDown,omitempty"`
+	Error     string    `json:"error,omitempty"`
 }

@@ -42,7 +42,14 @@ func newServiceApplyCmd() *cobra.Command {
 				return err
 			}
 			for _, s := range infos {
-				fmt.Fprintf(cmd.OutOrStdout(), "service %s/%s applied: %s %s %s\n", s.Namespace, s.Name, s.Type, s.ClusterIP, portsString(s.Ports))
+				fmt.Fprintf(cmd.OutOrStdout(), "service %s/%s applied: %s %s %s", s.Namespace, s.Name, s.Type, s.ClusterIP, portsString(s.Ports))
+				if len(s.LoadBalancerIPs) > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), " load-balancer %s", strings.Join(s.LoadBalancerIPs, ","))
+				}
+				fmt.Fprintln(cmd.OutOrStdout())
+				for _, c := range s.Conditions {
+					fmt.Fprintf(cmd.ErrOrStderr(), "  %s\n", c)
+				}
 			}
 			return nil
 		},
@@ -98,7 +105,9 @@ func newServiceGetCmd() *cobra.Command {
 				fmt.Fprintln(tw)
 				for _, s := range infos {
 					ext := strings.Join(append(append([]string{}, s.LoadBalancerIPs...), s.ExternalIPs...), ",")
-					if ext == "" {
+					if ext == "" && s.Type == "LoadBalancer" {
+						ext = "<pending>"
+					} else if ext == "" {
 						ext = "<none>"
 					}
 					var bs []string

@@ -65,6 +65,12 @@ type Config struct {
 	// address (off where the network routes the pod pools itself, e.g.
 	// when BGP announces them).
 	Masquerade bool `yaml:"masquerade"`
+	// L2Announcements makes the node answer ARP and NDP for the
+	// load-balancer and external IPs it owns (see fabric l2-policy).
+	L2Announcements bool `yaml:"l2Announcements"`
+	// NodeLabels are this node's labels ("key=value"), for the node
+	// selectors of L2 announcement policies.
+	NodeLabels []string `yaml:"nodeLabels"`
 	// DatapathMode is how workload traffic crosses nodes: vxlan, geneve,
 	// native, or none (control plane only). The same in the whole cluster.
 	DatapathMode string `yaml:"datapathMode"`
@@ -265,6 +271,11 @@ func (c Config) Validate() error {
 			bad("serviceCIDRs", "%s is a second CIDR of its family: give at most one IPv4 and one IPv6 CIDR", p)
 		}
 		families[pfx.Addr().Is4()] = true
+	}
+	for _, l := range c.NodeLabels {
+		if k, _, ok := strings.Cut(l, "="); !ok || k == "" {
+			bad("nodeLabels", "%q is not key=value: write e.g. rack=r1", l)
+		}
 	}
 	if _, _, err := ParsePortRange(c.NodePortRange); err != nil {
 		bad("nodePortRange", "%v", err)

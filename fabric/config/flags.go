@@ -36,6 +36,8 @@ func Register(fs *pflag.FlagSet, c *Config) {
 	fs.StringVar(&c.NodePortRange, "node-port-range", c.NodePortRange, "ports for NodePort services, min-max")
 	fs.IntVar(&c.MaglevTableSize, "maglev-table-size", c.MaglevTableSize, "Maglev table size of each service (a prime, >= 100x its backends); the same on every node")
 	fs.BoolVar(&c.Masquerade, "masquerade", c.Masquerade, "give workload traffic leaving the cluster the node's address")
+	fs.BoolVar(&c.L2Announcements, "l2-announcements", c.L2Announcements, "answer ARP/NDP for the load-balancer IPs this node owns")
+	fs.StringSliceVar(&c.NodeLabels, "node-label", c.NodeLabels, "this node's labels, key=value (repeatable)")
 	fs.StringVar(&c.DatapathMode, "datapath-mode", c.DatapathMode, "vxlan, geneve, native, or none (control plane only); the same on every node")
 	fs.StringVar(&c.UnderlayInterface, "underlay-interface", c.UnderlayInterface, "interface that carries workload traffic between nodes")
 	fs.IntVar(&c.UnderlayMTU, "underlay-mtu", c.UnderlayMTU, "MTU of the underlay interface")

@@ -55,6 +55,13 @@ type Lab struct {
 // RouterMember names the router namespace for Exec and Command.
 const RouterMember = "router"
 
+// ExtMember names the host outside every cluster, behind the router.
+const ExtMember = "ext"
+
+// ClientMember names cluster c's client: a host on the cluster's segment
+// that is not a node (for ARP/NDP, node ports and load-balancer IPs).
+func ClientMember(c int) string { return clientMember(c) }
+
 // Up builds the lab described by spec, starts its agents and waits until
 // every node is ready (see WaitReady). Progress goes to log.
 //
@@ -187,7 +194,7 @@ func plan(spec Spec) (*state, error) {
 		NoAgents:    spec.NoAgents,
 		AgentConfig: spec.AgentConfig,
 		Created:     time.Now().UTC().Truncate(time.Second),
-		Namespaces:  []string{routerNS(spec.Name)},
+		Namespaces:  []string{routerNS(spec.Name), extNS(spec.Name)},
 		Mode:        spec.Mode,
 		Workloads:   spec.Workloads,
 	}
@@ -200,7 +207,7 @@ func plan(spec Spec) (*state, error) {
 			return nil, fmt.Errorf("generate gossip key: %w", err)
 		}
 		st.GossipKeys = append(st.GossipKeys, base64.StdEncoding.EncodeToString(key))
-		st.Namespaces = append(st.Namespaces, switchNS(spec.Name, c))
+		st.Namespaces = append(st.Namespaces, switchNS(spec.Name, c), clientNS(spec.Name, c))
 		for k := 1; k <= spec.Nodes; k++ {
 			name := nodeName(c, k)
 			dir := nodeDir(spec.Dir, spec.Name, name)
@@ -387,9 +394,9 @@ func (st *state) nodeIndex(name string) (c, k int) {
 }
 
 func (l *Lab) memberNames() []string {
-	names := []string{RouterMember}
+	names := []string{RouterMember, ExtMember}
 	for c := 1; c <= l.st.Clusters; c++ {
-		names = append(names, switchMember(c))
+		names = append(names, switchMember(c), clientMember(c))
 	}
 	for _, n := range l.st.NodeList {
 		names = append(names, n.Name)
@@ -540,10 +547,15 @@ func (l *Lab) Command(ctx context.Context, member string, argv ...string) (*exec
 	switch {
 	case member == RouterMember:
 		ns = routerNS(l.st.Name)
+	case member == ExtMember:
+		ns = extNS(l.st.Name)
 	default:
 		for c := 1; c <= l.st.Clusters; c++ {
 			if member == switchMember(c) {
 				ns = switchNS(l.st.Name, c)
+			}
+			if member == clientMember(c) {
+				ns = clientNS(l.st.Name, c)
 			}
 		}
 		if w := l.workloadLocked(member); ns == "" && w != nil {

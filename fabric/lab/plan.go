@@ -32,6 +32,9 @@ func nodeNS(lab string, c, k int) string   { return fmt.Sprintf("%sc%dn%d", nsPr
 func nodeName(c, k int) string             { return fmt.Sprintf("c%d-n%d", c, k) }
 func clusterName(c int) string             { return fmt.Sprintf("c%d", c) }
 func switchMember(c int) string            { return fmt.Sprintf("c%d-sw", c) }
+func clientNS(lab string, c int) string    { return fmt.Sprintf("%sc%dcl", nsPrefix(lab), c) }
+func clientMember(c int) string            { return fmt.Sprintf("c%d-client", c) }
+func extNS(lab string) string              { return nsPrefix(lab) + "ext" }
 func routerPort(c int) string              { return fmt.Sprintf("c%d", c) }
 func switchPort(k int) string              { return fmt.Sprintf("n%d", k) }
 func labDir(dir, lab string) string        { return dir + "/" + lab }
@@ -80,7 +83,7 @@ func ValidateWorkloadName(name string) error {
 // nsSuffixRE matches exactly the suffixes a lab creates. Matching the whole
 // suffix (not just the prefix) keeps lab "ab" from sweeping the namespaces
 // of lab "ab-c", whose names also start with "fl-ab-".
-var nsSuffixRE = regexp.MustCompile(`^(rt|c[0-9]+sw|c[0-9]+n[0-9]+|c[0-9]+n[0-9]+w[0-9]+)$`)
+var nsSuffixRE = regexp.MustCompile(`^(rt|ext|c[0-9]+sw|c[0-9]+cl|c[0-9]+n[0-9]+|c[0-9]+n[0-9]+w[0-9]+)$`)
 
 // ownsNamespace reports whether the namespace ns was made by lab.
 func ownsNamespace(lab, ns string) bool {
@@ -98,6 +101,27 @@ func routerAddrs(c int) []netip.Addr {
 		netip.AddrFrom4([4]byte{10, 99, byte(c), 1}),
 		netip.MustParseAddr(fmt.Sprintf("fd99:%d::1", c)),
 	}
+}
+
+// clientAddrs are the addresses of cluster c's client: a host on the
+// nodes' segment that is not part of the cluster (.250 / ::250).
+func clientAddrs(c int) []netip.Addr {
+	return []netip.Addr{
+		netip.AddrFrom4([4]byte{10, 99, byte(c), 250}),
+		netip.MustParseAddr(fmt.Sprintf("fd99:%d::250", c)),
+	}
+}
+
+// The outside host sits behind the router on its own subnet, 10.98.0.0/24
+// and fd98::/64: the router is .1 / ::1, the host .2 / ::2. It reaches the
+// clusters only through the router.
+func extRouterAddrs() []netip.Addr {
+	return []netip.Addr{netip.MustParseAddr("10.98.0.1"), netip.MustParseAddr("fd98::1")}
+}
+
+// ExtAddrs are the outside host's addresses.
+func ExtAddrs() []netip.Addr {
+	return []netip.Addr{netip.MustParseAddr("10.98.0.2"), netip.MustParseAddr("fd98::2")}
 }
 
 func nodeAddrs(c, k int) []netip.Addr {

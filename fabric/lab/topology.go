@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -34,6 +35,32 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 	rt := routerNS(st.Name)
 	for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv6.conf.all.forwarding", "1"}} {
 		if err := sysctlIn(rt, kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	// The outside host, behind the router.
+	if slices.Contains(st.Namespaces, extNS(st.Name)) {
+		ext := extNS(st.Name)
+		if err := ipIn(rt, "link", "add", "ext", "type", "veth", "peer", "name", "eth0", "netns", ext); err != nil {
+			return err
+		}
+		for i, a := range extRouterAddrs() {
+			if err := addAddr(rt, "ext", a.String()+"/"+strconv.Itoa(prefixLen(a))); err != nil {
+				return err
+			}
+			if err := addAddr(ext, "eth0", ExtAddrs()[i].String()+"/"+strconv.Itoa(prefixLen(a))); err != nil {
+				return err
+			}
+		}
+		for _, ns := range []struct{ ns, dev string }{{rt, "ext"}, {ext, "eth0"}} {
+			if err := ipIn(ns.ns, "link", "set", ns.dev, "up"); err != nil {
+				return err
+			}
+		}
+		if err := ipIn(ext, "-4", "route", "add", "default", "via", extRouterAddrs()[0].String()); err != nil {
+			return err
+		}
+		if err := ipIn(ext, "-6", "route", "add", "default", "via", extRouterAddrs()[1].String()); err != nil {
 			return err
 		}
 	}
@@ -92,6 +119,30 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 				return err
 			}
 			if err := ipIn(n.Namespace, "-6", "route", "add", "default", "via", gw[1].String(), "dev", "eth0"); err != nil {
+				return err
+			}
+		}
+		// The cluster's client: a host on the segment, not a node.
+		if cl := clientNS(st.Name, c); slices.Contains(st.Namespaces, cl) {
+			if err := ipIn(sw, "link", "add", "cl", "type", "veth", "peer", "name", "eth0", "netns", cl); err != nil {
+				return err
+			}
+			if err := ipIn(sw, "link", "set", "cl", "master", "br0", "up"); err != nil {
+				return err
+			}
+			for _, a := range clientAddrs(c) {
+				if err := addAddr(cl, "eth0", a.String()+"/"+strconv.Itoa(prefixLen(a))); err != nil {
+					return err
+				}
+			}
+			if err := ipIn(cl, "link", "set", "eth0", "up"); err != nil {
+				return err
+			}
+			gw := routerAddrs(c)
+			if err := ipIn(cl, "-4", "route", "add", "default", "via", gw[0].String()); err != nil {
+				return err
+			}
+			if err := ipIn(cl, "-6", "route", "add", "default", "via", gw[1].String()); err != nil {
 				return err
 			}
 		}
