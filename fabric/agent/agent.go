@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fabric-net/fabric/bgp"
 	"github.com/fabric-net/fabric/fabric/config"
 	"github.com/fabric-net/fabric/fabric/identity"
 	"github.com/fabric-net/fabric/fabric/ipam"
@@ -47,8 +48,9 @@ type Agent struct {
 	lbipam *lbipam.Allocator
 	// l2 answers ARP/NDP for owned load-balancer IPs; nil when off.
 	l2  *l2Reconciler
+	bgp *bgpReconciler // nil when BGP is off
 	api *apiServer
-	dp    *dpReconciler // nil in datapath mode none
+	dp  *dpReconciler // nil in datapath mode none
 	// nodes mirrors nodes/: every node the cluster has recorded.
 	nodes  *mirror
 	meta   gossip.Meta
@@ -162,6 +164,30 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.l2 = newL2Reconciler(a)
 			loops = append(loops, a.l2.run)
 		}
+	}
+
+	if a.cfg.BGP.Enabled() {
+		u4 := ""
+		for _, u := range a.cfg.Underlay {
+			if ip := netip.MustParseAddr(u); ip.Is4() {
+				u4 = u
+				break
+			}
+		}
+		bcfg, err := a.cfg.BGP.Speaker(u4)
+		if err != nil {
+			return err
+		}
+		sp, err := bgp.New(bcfg, a.log.With("subsys", "bgp"))
+		if err != nil {
+			return fmt.Errorf("bgp: %w", err)
+		}
+		if err := sp.Start(ctx); err != nil {
+			return fmt.Errorf("start bgp: %w", err)
+		}
+		defer sp.Close()
+		a.bgp = newBGPReconciler(a, sp)
+		loops = append(loops, a.bgp.run)
 	}
 
 	srv, err := newAPIServer(a, a.cfg.Socket)

@@ -90,6 +90,7 @@ func newAPIServer(a *Agent, socket string) (*apiServer, error) {
 	mux.HandleFunc("POST /v1/l2/policies", s.handle(s.applyL2Policies))
 	mux.HandleFunc("DELETE /v1/l2/policies/{name}", s.handle(s.deleteL2Policy))
 	mux.HandleFunc("GET /v1/l2/status", s.handle(s.l2Status))
+	mux.HandleFunc("GET /v1/bgp", s.handle(s.bgpStatus))
 	mux.HandleFunc("POST /v1/lbipam/pools", s.handle(s.applyLBPools))
 	mux.HandleFunc("DELETE /v1/lbipam/pools/{name}", s.handle(s.deleteLBPool))
 	mux.HandleFunc("GET /v1/kv", s.handle(s.getKV))
@@ -221,7 +222,9 @@ func (s *apiServer) deleteLBPool(r *http.Request) (any, error) {
 	return struct{}{}, s.a.deleteLBPool(r.Context(), r.PathValue("name"))
 }
 
-func (s *apiServer) listL2Policies(r *http.Request) (any, error) { return s.a.listL2Policies(r.Context()) }
+func (s *apiServer) listL2Policies(r *http.Request) (any, error) {
+	return s.a.listL2Policies(r.Context())
+}
 
 func (s *apiServer) applyL2Policies(r *http.Request) (any, error) {
 	var yaml string
@@ -233,6 +236,13 @@ func (s *apiServer) applyL2Policies(r *http.Request) (any, error) {
 
 func (s *apiServer) deleteL2Policy(r *http.Request) (any, error) {
 	return struct{}{}, s.a.deleteL2Policy(r.Context(), r.PathValue("name"))
+}
+
+func (s *apiServer) bgpStatus(r *http.Request) (any, error) {
+	if s.a.bgp == nil {
+		return api.BGPStatus{}, nil
+	}
+	return s.a.bgp.status(), nil
 }
 
 func (s *apiServer) l2Status(r *http.Request) (any, error) {
@@ -422,6 +432,15 @@ func (s *apiServer) status(r *http.Request) (any, error) {
 		check("datapath", st.Datapath.Error)
 	} else {
 		st.Datapath = api.DatapathStatus{Mode: "none"}
+	}
+	if a.bgp != nil {
+		b := a.bgp.status()
+		st.BGP = &b
+		why := b.Error
+		if why == "" && b.Established < len(b.Peers) {
+			why = fmt.Sprintf("%d of %d BGP sessions established", b.Established, len(b.Peers))
+		}
+		check("bgp", why)
 	}
 
 	// The store reads are best effort: status must answer even when the

@@ -64,6 +64,8 @@ type dpReconciler struct {
 	lbIPs    *mirror
 
 	flows *flowHub
+	// kicks asks for a reconcile from outside the store (learned routes).
+	kicks chan struct{}
 
 	// parsed caches each stored policy's parse by its key, so a change to
 	// one policy does not reparse all of them.
@@ -158,7 +160,8 @@ func newDPReconciler(a *Agent, dp Datapath) *dpReconciler {
 
 		parsedSvcs: map[string]parsedService{},
 		maglevs:    map[maglevKey][]uint16{},
-		flows:    newFlowHub(),
+		flows:      newFlowHub(),
+		kicks:      make(chan struct{}, 1),
 	}
 }
 
@@ -292,6 +295,7 @@ func (r *dpReconciler) run(ctx context.Context) {
 		case <-r.services.Changed():
 		case <-r.lbIPs.Changed():
 		case <-members:
+		case <-r.kicks:
 		case <-resync.C:
 			r.mu.Lock()
 			r.applied = false // force a full Apply
@@ -394,6 +398,23 @@ func (r *dpReconciler) desired() (bpf.State, bool) {
 		if rec.Name == self || !h.v4.IsValid() {
 			continue
 		}
+		// In native mode a node on another segment is reached through
+		// the router that taught us the route to its pods.
+		if r.a.cfg.DatapathMode == "native" {
+			for _, c := range rec.PodCIDRs {
+				p, err := netip.ParsePrefix(c)
+				if err != nil {
+					continue
+				}
+				if nh, ok := r.a.learnedNextHop(p); ok && nh.Is4() == p.Addr().Is4() {
+					if p.Addr().Is4() {
+						h.v4 = nh
+					} else {
+						h.v6 = nh
+					}
+				}
+			}
+		}
 		hops[rec.Name] = h
 		for _, c := range rec.PodCIDRs {
 			p, err := netip.ParsePrefix(c)
@@ -461,6 +482,14 @@ func (r *dpReconciler) desired() (bpf.State, bool) {
 	return st, true
 }
 
+// kick asks for a reconcile soon; it never blocks.
+func (r *dpReconciler) kick() {
+	select {
+	case r.kicks <- struct{}{}:
+	default:
+	}
+}
+
 func (r *dpReconciler) nextHop(v4, v6, inner netip.Addr) netip.Addr {
 	if r.a.cfg.DatapathMode == "native" && inner.Is6() && v6.IsValid() {
 		return v6
@@ -473,7 +502,7 @@ func (r *dpReconciler) status() api.DatapathStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ds := api.DatapathStatus{Mode: r.a.cfg.DatapathMode, Endpoints: len(r.last.Endpoints),
-		IPCache: len(r.last.IPCache), MTU: r.a.workloadMTU(), LastApply: r.lastApply}
+		IPCache: len(r.last.IPCache), Services: len(r.last.Services), MTU: r.a.workloadMTU(), LastApply: r.lastApply}
 	if err := errors.Join(r.lastErr, r.policyErr); err != nil {
 		ds.Error = err.Error()
 	}

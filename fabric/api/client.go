@@ -330,3 +330,9 @@ func (c *Client) L2Status(ctx context.Context) (L2Status, error) {
 	var out L2Status
 	return out, c.do(ctx, http.MethodGet, "/v1/l2/status", nil, &out)
 }
+
+// BGP reports the node's BGP speaker (its zero value when BGP is off).
+func (c *Client) BGP(ctx context.Context) (BGPStatus, error) {
+	var out BGPStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/bgp", nil, &out)
+}

@@ -14,7 +14,9 @@ type Status struct {
 	Identities int            `json:"identities"`
 	Endpoints  int            `json:"endpoints"`
 	Datapath   DatapathStatus `json:"datapath"`
-	Health     HealthStatus   `json:"health"`
+	// BGP is nil when the node runs no BGP speaker.
+	BGP    *BGPStatus   `json:"bgp,omitempty"`
+	Health HealthStatus `json:"health"`
 }
 
 // DatapathStatus is what the node's datapath was last given.
@@ -23,6 +25,7 @@ type DatapathStatus struct {
 	MTU       int       `json:"mtu"`
 	Endpoints int       `json:"endpoints"`
 	IPCache   int       `json:"ipcache"`
+	Services  int       `json:"services"`
 	LastApply time.Time `json:"lastApply"`
 	Error     string    `json:"error,omitempty"`
 }
@@ -331,4 +334,34 @@ type L2Status struct {
 	Owned     []L2Owned `json:"owned,omitempty"`
 	LinksDown []string  `json:"linksDown,omitempty"`
 	Error     string    `json:"error,omitempty"`
+}
+
+// BGPPeer is one BGP session of a node.
+type BGPPeer struct {
+	Address    string `json:"address"`
+	ASN        uint32 `json:"asn"`
+	State      string `json:"state"`
+	Uptime     string `json:"uptime"`
+	Received   uint64 `json:"received"`
+	Accepted   uint64 `json:"accepted"`
+	Advertised uint64 `json:"advertised"`
+}
+
+// BGPRoute is one route a node learned.
+type BGPRoute struct {
+	Prefix  string   `json:"prefix"`
+	NextHop string   `json:"nextHop"`
+	ASPath  []uint32 `json:"asPath,omitempty"`
+	Peer    string   `json:"peer,omitempty"`
+}
+
+// BGPStatus is a node's BGP speaker: its sessions, what it announces and
+// what it learned.
+type BGPStatus struct {
+	LocalASN    uint32     `json:"localASN"`
+	Established int        `json:"established"`
+	Peers       []BGPPeer  `json:"peers,omitempty"`
+	Advertised  []string   `json:"advertised,omitempty"`
+	Learned     []BGPRoute `json:"learned,omitempty"`
+	Error       string     `json:"error,omitempty"`
 }

@@ -99,6 +99,8 @@ func newLabUpCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&spec.NoAgents, "no-agents", false, "build only the namespaces and links")
 	cmd.Flags().StringVar(&spec.Mode, "mode", "vxlan", "datapath mode of the agents: "+strings.Join(lab.Modes, ", ")+" (none: control plane only)")
 	cmd.Flags().IntVar(&spec.Workloads, "workloads", 2, "workloads per node, attached through the CNI plugin")
+	cmd.Flags().IntVar(&spec.Racks, "racks", 1, "segments (subnets) per cluster behind the router; node k is in rack (k-1)%racks+1")
+	cmd.Flags().BoolVar(&spec.BGP, "bgp", false, "run FRR as the router and a BGP speaker in every agent")
 	return cmd
 }
 

@@ -52,7 +52,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().String("socket", "", "agent API socket (default $FABRIC_SOCKET or "+api.DefaultSocket+")")
 	root.AddCommand(newAgentCmd(), newStatusCmd(), newKeygenCmd(), newKVCmd(), newKeyringCmd(),
-		newEndpointCmd(), newLabCmd(), newCNICmd(), newDatapathCmd(), newPolicyCmd(), newServiceCmd(), newLBPoolCmd(), newL2Cmd(), newObserveCmd())
+		newEndpointCmd(), newLabCmd(), newCNICmd(), newDatapathCmd(), newPolicyCmd(), newServiceCmd(), newLBPoolCmd(), newL2Cmd(), newBGPCmd(), newObserveCmd())
 	return root
 }
 

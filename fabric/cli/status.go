@@ -71,9 +71,17 @@ func printStatus(out io.Writer, st api.Status) {
 	if dp.Mode == "none" || dp.Mode == "" {
 		fmt.Fprintf(out, "Datapath:   none (control plane only)\n\n")
 	} else {
-		fmt.Fprintf(out, "Datapath:   %s, workload MTU %d, %d local endpoints, %d ipcache entries\n", dp.Mode, dp.MTU, dp.Endpoints, dp.IPCache)
+		fmt.Fprintf(out, "Datapath:   %s, workload MTU %d, %d local endpoints, %d ipcache entries, %d service frontends\n", dp.Mode, dp.MTU, dp.Endpoints, dp.IPCache, dp.Services)
 		if dp.Error != "" {
 			fmt.Fprintf(out, "            last apply failed: %s\n", dp.Error)
+		}
+		fmt.Fprintln(out)
+	}
+	if b := st.BGP; b != nil {
+		fmt.Fprintf(out, "BGP:        AS %d, %d/%d sessions established, %d prefixes announced, %d learned\n",
+			b.LocalASN, b.Established, len(b.Peers), len(b.Advertised), len(b.Learned))
+		for _, p := range b.Peers {
+			fmt.Fprintf(out, "            %s AS %d %s\n", p.Address, p.ASN, p.State)
 		}
 		fmt.Fprintln(out)
 	}

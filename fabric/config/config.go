@@ -19,6 +19,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/fabric-net/fabric/bgp"
+
 	"github.com/fabric-net/fabric/gossip"
 )
 
@@ -71,6 +73,10 @@ type Config struct {
 	// NodeLabels are this node's labels ("key=value"), for the node
 	// selectors of L2 announcement policies.
 	NodeLabels []string `yaml:"nodeLabels"`
+	// BGP, when LocalASN is set, runs a BGP speaker that announces the
+	// node's pod CIDRs and the load-balancer IPs it serves to the peers
+	// (top-of-rack routers), and learns the routes to other nodes' pods.
+	BGP BGP `yaml:"bgp"`
 	// DatapathMode is how workload traffic crosses nodes: vxlan, geneve,
 	// native, or none (control plane only). The same in the whole cluster.
 	DatapathMode string `yaml:"datapathMode"`
@@ -277,6 +283,20 @@ func (c Config) Validate() error {
 			bad("nodeLabels", "%q is not key=value: write e.g. rack=r1", l)
 		}
 	}
+	if c.BGP.Enabled() {
+		u4 := ""
+		for _, u := range c.Underlay {
+			if a, err := netip.ParseAddr(u); err == nil && a.Is4() {
+				u4 = u
+				break
+			}
+		}
+		if _, err := c.BGP.Speaker(u4); err != nil {
+			msg := err.Error()
+			field, rest, _ := strings.Cut(msg, ": ")
+			bad(field, "%s", rest)
+		}
+	}
 	if _, _, err := ParsePortRange(c.NodePortRange); err != nil {
 		bad("nodePortRange", "%v", err)
 	}
@@ -341,4 +361,65 @@ func isPrime(n int) bool {
 		}
 	}
 	return true
+}
+
+// BGP is the node's BGP speaker configuration (see the bgp package).
+type BGP struct {
+	LocalASN uint32 `yaml:"localASN"`
+	// RouterID defaults to the node's first IPv4 underlay address.
+	RouterID    string    `yaml:"routerID"`
+	Peers       []BGPPeer `yaml:"peers"`
+	Communities []string  `yaml:"communities"`
+	LocalPref   uint32    `yaml:"localPref"`
+	// AdvertisePodCIDRs (default true) and AdvertiseLoadBalancerIPs
+	// (default true) choose what is announced.
+	AdvertisePodCIDRs        *bool `yaml:"advertisePodCIDRs"`
+	AdvertiseLoadBalancerIPs *bool `yaml:"advertiseLoadBalancerIPs"`
+}
+
+// BGPPeer is one BGP neighbour.
+type BGPPeer struct {
+	Address         string        `yaml:"address"`
+	RemoteASN       uint32        `yaml:"remoteASN"`
+	LocalASN        uint32        `yaml:"localASN"`
+	Port            uint16        `yaml:"port"`
+	HoldTime        time.Duration `yaml:"holdTime"`
+	Keepalive       time.Duration `yaml:"keepalive"`
+	Password        string        `yaml:"password"`
+	Multihop        uint8         `yaml:"multihop"`
+	GracefulRestart bool          `yaml:"gracefulRestart"`
+	RestartTime     time.Duration `yaml:"restartTime"`
+}
+
+// Enabled reports whether the node runs a BGP speaker.
+func (b BGP) Enabled() bool { return b.LocalASN != 0 || len(b.Peers) > 0 }
+
+// Speaker returns the bgp package's configuration for a node whose first
+// IPv4 underlay address is underlay4.
+func (b BGP) Speaker(underlay4 string) (bgp.Config, error) {
+	c := bgp.DefaultConfig()
+	c.LocalASN, c.Communities, c.LocalPref = b.LocalASN, b.Communities, b.LocalPref
+	id := cmpOr(b.RouterID, underlay4)
+	rid, err := netip.ParseAddr(id)
+	if err != nil {
+		return c, fmt.Errorf("bgp.routerID: %q is not an IPv4 address: set it, e.g. routerID: 10.0.0.1", id)
+	}
+	c.RouterID = rid
+	for i, p := range b.Peers {
+		a, err := netip.ParseAddr(p.Address)
+		if err != nil {
+			return c, fmt.Errorf("bgp.peers[%d].address: %q is not an IP address: write the router's address, e.g. 10.0.0.1", i, p.Address)
+		}
+		c.Peers = append(c.Peers, bgp.PeerConfig{Address: a, RemoteASN: p.RemoteASN, LocalASN: p.LocalASN, Port: p.Port,
+			HoldTime: p.HoldTime, Keepalive: p.Keepalive, Password: p.Password, Multihop: p.Multihop,
+			GracefulRestart: p.GracefulRestart, RestartTime: p.RestartTime})
+	}
+	return c, c.Validate()
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }

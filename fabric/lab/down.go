@@ -75,6 +75,14 @@ func teardown(name, dir string, st *state, log io.Writer) (bool, error) {
 		}
 	}
 
+	if stopped, err := stopRouter(ldir); stopped || err != nil {
+		found = true
+		fmt.Fprintf(log, "lab %s: stopped the FRR router\n", name)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+
 	// Agents first: a namespace with a process in it outlives `ip netns
 	// delete`. The recorded pids are checked against their start time;
 	// the /proc scan finds agents whose pid never reached the state file.

@@ -138,6 +138,13 @@ func Up(ctx context.Context, spec Spec, log io.Writer) (*Lab, error) {
 	if err := l.buildTopology(ctx); err != nil {
 		return fail(err)
 	}
+	if st.BGP {
+		if err := startRouter(st); err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(log, "lab %s: FRR runs the router (AS %d); vtysh: fabric lab exec --name %s router -- vtysh --vty_socket %s\n",
+			st.Name, RouterASN, st.Name, st.RouterDir)
+	}
 	if st.NoAgents {
 		fmt.Fprintf(log, "lab %s: topology ready (no agents)\n", st.Name)
 		return l, nil
@@ -197,6 +204,11 @@ func plan(spec Spec) (*state, error) {
 		Namespaces:  []string{routerNS(spec.Name), extNS(spec.Name)},
 		Mode:        spec.Mode,
 		Workloads:   spec.Workloads,
+		Racks:       spec.Racks,
+		BGP:         spec.BGP,
+	}
+	if spec.BGP {
+		st.RouterDir = labDir(spec.Dir, spec.Name) + "/router"
 	}
 	if !spec.NoAgents && spec.Mode != "none" {
 		st.BPFFS = bpffsDir(spec.Dir, spec.Name)
@@ -217,7 +229,8 @@ func plan(spec Spec) (*state, error) {
 				Cluster:   c,
 				Index:     k,
 				Namespace: nodeNS(spec.Name, c, k),
-				Underlay:  nodeAddrs(c, k),
+				Rack:      rackOf(k, spec.Racks),
+				Underlay:  rackNodeAddrs(c, rackOf(k, spec.Racks), k),
 				Server:    k <= spec.Servers,
 				Dir:       dir,
 				Config:    dir + "/agent.yaml",
@@ -261,6 +274,15 @@ func agentConfig(st *state, n *nodeState) map[string]any {
 	}
 	if st.BPFFS != "" {
 		m["bpfPinDir"] = st.BPFFS + "/" + n.Name
+	}
+	if st.BGP {
+		var peers []map[string]any
+		for _, a := range rackRouterAddrs(n.Cluster, n.Rack) {
+			// Short timers: a lab node that hangs is noticed in seconds.
+			peers = append(peers, map[string]any{"address": a.String(), "remoteASN": RouterASN, "holdTime": "9s", "keepalive": "3s"})
+		}
+		m["bgp"] = map[string]any{"localASN": NodeASN(n.Cluster, n.Index), "peers": peers}
+		m["nodeLabels"] = []string{fmt.Sprintf("rack=r%d", max(n.Rack, 1))}
 	}
 	if len(join) > 0 {
 		m["join"] = join

@@ -96,11 +96,46 @@ func ownsNamespace(lab, ns string) bool {
 // fd99:c::/64, the router is .1 / ::1 and node k is .(10+k) / ::(10+k) (the
 // IPv6 host part reuses the decimal digits so both families read alike).
 
-func routerAddrs(c int) []netip.Addr {
-	return []netip.Addr{
-		netip.AddrFrom4([4]byte{10, 99, byte(c), 1}),
-		netip.MustParseAddr(fmt.Sprintf("fd99:%d::1", c)),
+func routerAddrs(c int) []netip.Addr { return rackRouterAddrs(c, 1) }
+
+// Racks after the first get subnets of their own: rack r of cluster c is
+// 10.(98+r).c.0/24 and fd99:c:r::/64 (rack 1 keeps 10.99.c.0/24 and
+// fd99:c::/64), with the router at .1 / ::1 again.
+func rackRouterAddrs(c, r int) []netip.Addr {
+	if r <= 1 {
+		return []netip.Addr{
+			netip.AddrFrom4([4]byte{10, 99, byte(c), 1}),
+			netip.MustParseAddr(fmt.Sprintf("fd99:%d::1", c)),
+		}
 	}
+	return []netip.Addr{
+		netip.AddrFrom4([4]byte{10, byte(98 + r), byte(c), 1}),
+		netip.MustParseAddr(fmt.Sprintf("fd99:%d:%d::1", c, r)),
+	}
+}
+
+// rackOf is the rack of node k when a cluster has racks racks.
+func rackOf(k, racks int) int {
+	if racks <= 1 {
+		return 1
+	}
+	return (k-1)%racks + 1
+}
+
+// rackRouterPort is the router's interface towards rack r of cluster c.
+func rackRouterPort(c, r int) string {
+	if r <= 1 {
+		return routerPort(c)
+	}
+	return fmt.Sprintf("c%dr%d", c, r)
+}
+
+// rackBridge is rack r's bridge in the cluster's switch namespace.
+func rackBridge(r int) string {
+	if r <= 1 {
+		return "br0"
+	}
+	return fmt.Sprintf("br%d", r)
 }
 
 // clientAddrs are the addresses of cluster c's client: a host on the
@@ -124,7 +159,15 @@ func ExtAddrs() []netip.Addr {
 	return []netip.Addr{netip.MustParseAddr("10.98.0.2"), netip.MustParseAddr("fd98::2")}
 }
 
-func nodeAddrs(c, k int) []netip.Addr {
+func nodeAddrs(c, k int) []netip.Addr { return rackNodeAddrs(c, 1, k) }
+
+func rackNodeAddrs(c, r, k int) []netip.Addr {
+	if r > 1 {
+		return []netip.Addr{
+			netip.AddrFrom4([4]byte{10, byte(98 + r), byte(c), byte(10 + k)}),
+			netip.MustParseAddr(fmt.Sprintf("fd99:%d:%d::%d", c, r, 10+k)),
+		}
+	}
 	return []netip.Addr{
 		netip.AddrFrom4([4]byte{10, 99, byte(c), byte(10 + k)}),
 		netip.MustParseAddr(fmt.Sprintf("fd99:%d::%d", c, 10+k)),

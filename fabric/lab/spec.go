@@ -38,7 +38,26 @@ type Spec struct {
 	// Workloads per node (default 0) are created through the CNI plugin
 	// once the agents are ready; the CLI asks for 2 unless told otherwise.
 	Workloads int
+	// Racks splits each cluster's nodes over that many segments (default
+	// 1), each its own subnet behind the router: node k is in rack
+	// (k-1)%Racks+1. Nodes in different racks reach each other only
+	// through the router.
+	Racks int
+	// BGP runs FRR as the router (AS 64512) and gives every agent a BGP
+	// speaker peering with its rack's router address (node k of cluster c
+	// is AS 65000+100c+k): pod CIDRs and load-balancer IPs are routed by
+	// what the nodes announce.
+	BGP bool
 }
+
+// MaxRacks bounds Spec.Racks.
+const MaxRacks = 4
+
+// RouterASN is the lab router's AS number when Spec.BGP is set.
+const RouterASN = 64512
+
+// NodeASN is the AS number of node k of cluster c in a BGP lab.
+func NodeASN(c, k int) uint32 { return uint32(65000 + 100*c + k) }
 
 // Modes are the datapath modes a lab can run, as the agent names them.
 var Modes = []string{"vxlan", "geneve", "native", "none"}
@@ -69,6 +88,9 @@ func (s Spec) WithDefaults() Spec {
 	}
 	if s.Mode == "" {
 		s.Mode = "vxlan"
+	}
+	if s.Racks == 0 {
+		s.Racks = 1
 	}
 	return s
 }
@@ -101,6 +123,12 @@ func (s Spec) Validate() error {
 		errs = append(errs, fmt.Errorf("--workloads: workloads need agents: drop --no-agents or use --workloads 0"))
 	case s.Workloads > 0 && s.Mode == "none":
 		errs = append(errs, fmt.Errorf("--workloads: workloads need a datapath: use --mode vxlan, geneve or native, or --workloads 0"))
+	}
+	if s.Racks < 1 || s.Racks > MaxRacks || s.Racks > s.Nodes {
+		errs = append(errs, fmt.Errorf("--racks: %d is out of range: use 1..%d, at most the nodes per cluster", s.Racks, MaxRacks))
+	}
+	if s.BGP && (s.NoAgents || s.Mode == "none") {
+		errs = append(errs, fmt.Errorf("--bgp: BGP needs agents with a datapath: drop --no-agents and use --mode vxlan, geneve or native"))
 	}
 	if s.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("--timeout: %s is negative: use e.g. 90s", s.Timeout))

@@ -42,6 +42,11 @@ type state struct {
 	// WorkloadList holds every workload, recorded before its namespace
 	// is made; IPs are filled in once the CNI plugin answers.
 	WorkloadList []workloadState `json:"workloadList,omitempty"`
+	// Racks per cluster (0 in labs made before racks: 1).
+	Racks int `json:"racks,omitempty"`
+	// BGP: FRR runs as the router, from RouterDir.
+	BGP       bool   `json:"bgp,omitempty"`
+	RouterDir string `json:"routerDir,omitempty"`
 }
 
 type workloadState struct {
@@ -63,6 +68,7 @@ type nodeState struct {
 	Name      string       `json:"name"`
 	Cluster   int          `json:"cluster"`
 	Index     int          `json:"index"`
+	Rack      int          `json:"rack,omitempty"` // 0 in old labs: 1
 	Namespace string       `json:"namespace"`
 	Underlay  []netip.Addr `json:"underlay"`
 	Server    bool         `json:"server"`

@@ -33,7 +33,10 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 		}
 	}
 	rt := routerNS(st.Name)
-	for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv6.conf.all.forwarding", "1"}} {
+	// ECMP spreads flows by their 5-tuple, as a top-of-rack router does,
+	// not only by addresses.
+	for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv6.conf.all.forwarding", "1"},
+		{"net.ipv4.fib_multipath_hash_policy", "1"}, {"net.ipv6.fib_multipath_hash_policy", "1"}} {
 		if err := sysctlIn(rt, kv[0], kv[1]); err != nil {
 			return err
 		}
@@ -74,26 +77,34 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 		if err := sysctlIn(sw, "net.ipv4.ip_forward", "0"); err != nil {
 			return err
 		}
-		if err := ipIn(sw, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"); err != nil {
-			return err
-		}
-		if err := ipIn(sw, "link", "set", "br0", "up"); err != nil {
-			return err
-		}
-		// Router leg: c<c> in the router, rt on the bridge.
-		if err := ipIn(rt, "link", "add", routerPort(c), "type", "veth", "peer", "name", "rt", "netns", sw); err != nil {
-			return err
-		}
-		if err := ipIn(sw, "link", "set", "rt", "master", "br0", "up"); err != nil {
-			return err
-		}
-		for _, a := range routerAddrs(c) {
-			if err := addAddr(rt, routerPort(c), a.String()+"/"+strconv.Itoa(prefixLen(a))); err != nil {
+		racks := max(st.Racks, 1)
+		for r := 1; r <= racks; r++ {
+			br, port, peer := rackBridge(r), rackRouterPort(c, r), "rt"
+			if r > 1 {
+				peer = fmt.Sprintf("rt%d", r)
+			}
+			if err := ipIn(sw, "link", "add", br, "type", "bridge", "mcast_snooping", "0"); err != nil {
 				return err
 			}
-		}
-		if err := ipIn(rt, "link", "set", routerPort(c), "up"); err != nil {
-			return err
+			if err := ipIn(sw, "link", "set", br, "up"); err != nil {
+				return err
+			}
+			// Router leg: the rack's port in the router, its peer on the
+			// rack's bridge.
+			if err := ipIn(rt, "link", "add", port, "type", "veth", "peer", "name", peer, "netns", sw); err != nil {
+				return err
+			}
+			if err := ipIn(sw, "link", "set", peer, "master", br, "up"); err != nil {
+				return err
+			}
+			for _, a := range rackRouterAddrs(c, r) {
+				if err := addAddr(rt, port, a.String()+"/"+strconv.Itoa(prefixLen(a))); err != nil {
+					return err
+				}
+			}
+			if err := ipIn(rt, "link", "set", port, "up"); err != nil {
+				return err
+			}
 		}
 		for i := range st.NodeList {
 			n := &st.NodeList[i]
@@ -103,7 +114,7 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 			if err := ipIn(sw, "link", "add", switchPort(n.Index), "type", "veth", "peer", "name", "eth0", "netns", n.Namespace); err != nil {
 				return err
 			}
-			if err := ipIn(sw, "link", "set", switchPort(n.Index), "master", "br0", "up"); err != nil {
+			if err := ipIn(sw, "link", "set", switchPort(n.Index), "master", rackBridge(n.Rack), "up"); err != nil {
 				return err
 			}
 			for _, a := range n.Underlay {
@@ -114,7 +125,7 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 			if err := ipIn(n.Namespace, "link", "set", "eth0", "up"); err != nil {
 				return err
 			}
-			gw := routerAddrs(c)
+			gw := rackRouterAddrs(c, n.Rack)
 			if err := ipIn(n.Namespace, "-4", "route", "add", "default", "via", gw[0].String(), "dev", "eth0"); err != nil {
 				return err
 			}
