@@ -55,7 +55,79 @@ type Config struct {
 	ServiceEntries  int
 	BackendEntries  int
 	AffinityEntries int
-	Logger          *slog.Logger
+	// NATEntries is the most external connections forwarded to a backend
+	// on another node at once (the lb_nat LRU map); 0 means
+	// DefaultNATEntries. Changing it needs the pinned map removed.
+	NATEntries int
+	// NATPortMin..NATPortMax (inclusive) are the source ports such
+	// connections get on this node's address, so the backend's replies
+	// come back here. Both 0 mean DefaultNATPortMin..DefaultNATPortMax,
+	// above the kernel's default ip_local_port_range (32768 60999): the
+	// node's own connections must not use these ports (a reply to one
+	// from a backend, on the same backend address and port, would be
+	// taken for the translated connection's). Open warns when the node's
+	// ip_local_port_range overlaps them. Each {backend, protocol} has the
+	// whole range to itself.
+	NATPortMin, NATPortMax int
+	// Connection-tracking lifetimes: an entry idle for longer counts as
+	// absent and GCConntrack removes it. CTTCPTimeout is for TCP once
+	// both sides were seen, CTSYNTimeout for TCP before the reply,
+	// CTTCPClosingTimeout after a FIN or RST, CTAnyTimeout for UDP and
+	// every other protocol. The service maps (lb_ct, lb_nat) live as long
+	// as CTTCPTimeout for TCP and CTAnyTimeout otherwise. 0 means the
+	// DefaultCT*Timeout; else between MinCTTimeout and MaxCTTimeout.
+	CTTCPTimeout        time.Duration
+	CTSYNTimeout        time.Duration
+	CTTCPClosingTimeout time.Duration
+	CTAnyTimeout        time.Duration
+	Logger              *slog.Logger
+}
+
+// Defaults of the NAT and connection-tracking settings when their Config
+// fields are 0.
+const (
+	DefaultNATEntries          = 65536
+	DefaultNATPortMin          = 61000
+	DefaultNATPortMax          = 65535
+	DefaultCTTCPTimeout        = time.Hour
+	DefaultCTSYNTimeout        = time.Minute
+	DefaultCTTCPClosingTimeout = 10 * time.Second
+	DefaultCTAnyTimeout        = 5 * time.Minute
+)
+
+// Bounds of the Config.CT*Timeout fields. The programs refresh an entry's
+// time at most once a second, so a shorter lifetime would end busy
+// connections.
+const (
+	MinCTTimeout = 2 * time.Second
+	MaxCTTimeout = 7 * 24 * time.Hour
+)
+
+// natPorts is the NAT port range cfg asks for, defaults filled in.
+func (c Config) natPorts() (lo, hi int) {
+	if c.NATPortMin == 0 && c.NATPortMax == 0 {
+		return DefaultNATPortMin, DefaultNATPortMax
+	}
+	return c.NATPortMin, c.NATPortMax
+}
+
+// ctTimeouts are the connection-tracking lifetimes cfg asks for, defaults
+// filled in.
+type ctTimeouts struct{ tcp, syn, closing, other time.Duration }
+
+func (c Config) ctTimeouts() ctTimeouts {
+	or := func(v, d time.Duration) time.Duration {
+		if v == 0 {
+			return d
+		}
+		return v
+	}
+	return ctTimeouts{
+		tcp:     or(c.CTTCPTimeout, DefaultCTTCPTimeout),
+		syn:     or(c.CTSYNTimeout, DefaultCTSYNTimeout),
+		closing: or(c.CTTCPClosingTimeout, DefaultCTTCPClosingTimeout),
+		other:   or(c.CTAnyTimeout, DefaultCTAnyTimeout),
+	}
 }
 
 // Sizes of the service maps when their Config fields are 0.
@@ -73,15 +145,22 @@ const DefaultCTEntries = 65536
 // interface eth0 in VXLAN mode; UnderlayIPv4 must still be set.
 func DefaultConfig() Config {
 	return Config{
-		PinDir:          "/sys/fs/bpf/fabric",
-		Mode:            ModeVXLAN,
-		UnderlayIfName:  "eth0",
-		VXLANIfName:     "fabric_vxlan",
-		GenevePort:      6081,
-		CTEntries:       DefaultCTEntries,
-		ServiceEntries:  DefaultServiceEntries,
-		BackendEntries:  DefaultBackendEntries,
-		AffinityEntries: DefaultAffinityEntries,
+		PinDir:              "/sys/fs/bpf/fabric",
+		Mode:                ModeVXLAN,
+		UnderlayIfName:      "eth0",
+		VXLANIfName:         "fabric_vxlan",
+		GenevePort:          6081,
+		CTEntries:           DefaultCTEntries,
+		ServiceEntries:      DefaultServiceEntries,
+		BackendEntries:      DefaultBackendEntries,
+		AffinityEntries:     DefaultAffinityEntries,
+		NATEntries:          DefaultNATEntries,
+		NATPortMin:          DefaultNATPortMin,
+		NATPortMax:          DefaultNATPortMax,
+		CTTCPTimeout:        DefaultCTTCPTimeout,
+		CTSYNTimeout:        DefaultCTSYNTimeout,
+		CTTCPClosingTimeout: DefaultCTTCPClosingTimeout,
+		CTAnyTimeout:        DefaultCTAnyTimeout,
 	}
 }
 
@@ -118,9 +197,24 @@ func (c Config) Validate() error {
 		name     string
 		v, deflt int
 	}{{"ServiceEntries", c.ServiceEntries, DefaultServiceEntries}, {"BackendEntries", c.BackendEntries, DefaultBackendEntries},
-		{"AffinityEntries", c.AffinityEntries, DefaultAffinityEntries}} {
+		{"AffinityEntries", c.AffinityEntries, DefaultAffinityEntries}, {"NATEntries", c.NATEntries, DefaultNATEntries}} {
 		if n.v < 0 || n.v > 1<<24 {
 			errs = append(errs, fmt.Errorf("%s %d is out of range 0..%d (0: %d)", n.name, n.v, 1<<24, n.deflt))
+		}
+	}
+	if c.NATPortMin != 0 || c.NATPortMax != 0 {
+		if c.NATPortMin < 1024 || c.NATPortMax > 65535 || c.NATPortMin > c.NATPortMax {
+			errs = append(errs, fmt.Errorf("NATPortMin..NATPortMax %d..%d is not a port range within 1024..65535; set both (min <= max) or both 0 for %d..%d",
+				c.NATPortMin, c.NATPortMax, DefaultNATPortMin, DefaultNATPortMax))
+		}
+	}
+	for _, t := range []struct {
+		name string
+		v    time.Duration
+	}{{"CTTCPTimeout", c.CTTCPTimeout}, {"CTSYNTimeout", c.CTSYNTimeout},
+		{"CTTCPClosingTimeout", c.CTTCPClosingTimeout}, {"CTAnyTimeout", c.CTAnyTimeout}} {
+		if t.v != 0 && (t.v < MinCTTimeout || t.v > MaxCTTimeout) {
+			errs = append(errs, fmt.Errorf("%s %v is out of range %v..%v; use 0 for the default", t.name, t.v, MinCTTimeout, MaxCTTimeout))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func validConfig() Config {
@@ -33,6 +34,14 @@ func TestConfigValidate(t *testing.T) {
 		"service entries":  {func(c *Config) { c.ServiceEntries = -1 }, "ServiceEntries"},
 		"backend entries":  {func(c *Config) { c.BackendEntries = 1 << 25 }, "BackendEntries"},
 		"affinity entries": {func(c *Config) { c.AffinityEntries = -5 }, "AffinityEntries"},
+		"nat entries":      {func(c *Config) { c.NATEntries = -1 }, "NATEntries"},
+		"nat range order":  {func(c *Config) { c.NATPortMin, c.NATPortMax = 62000, 61000 }, "NATPortMin..NATPortMax"},
+		"nat range low":    {func(c *Config) { c.NATPortMin, c.NATPortMax = 80, 2000 }, "NATPortMin..NATPortMax"},
+		"nat half set":     {func(c *Config) { c.NATPortMin, c.NATPortMax = 0, 2000 }, "NATPortMin..NATPortMax"},
+		"tcp timeout":      {func(c *Config) { c.CTTCPTimeout = time.Second }, "CTTCPTimeout"},
+		"syn timeout":      {func(c *Config) { c.CTSYNTimeout = -time.Second }, "CTSYNTimeout"},
+		"closing timeout":  {func(c *Config) { c.CTTCPClosingTimeout = 8 * 24 * time.Hour }, "CTTCPClosingTimeout"},
+		"any timeout":      {func(c *Config) { c.CTAnyTimeout = time.Millisecond }, "CTAnyTimeout"},
 	}
 	for name, c := range cases {
 		cfg := validConfig()
@@ -48,6 +57,63 @@ func TestConfigValidate(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("native without vxlan device: %v", err)
 	}
+	// Zero NAT and conntrack settings mean today's defaults.
+	var zero Config
+	if lo, hi := zero.natPorts(); lo != DefaultNATPortMin || hi != DefaultNATPortMax {
+		t.Errorf("zero NAT ports give %d..%d", lo, hi)
+	}
+	if got, want := zero.ctTimeouts(), DefaultConfig().ctTimeouts(); got != want ||
+		got != (ctTimeouts{time.Hour, time.Minute, 10 * time.Second, 5 * time.Minute}) {
+		t.Errorf("zero timeouts give %+v; want %+v (as before they were configurable)", got, want)
+	}
+}
+
+func TestConntrackLifetimes(t *testing.T) {
+	ct := DefaultConfig().ctTimeouts()
+	for _, c := range []struct {
+		proto uint8
+		flags uint32
+		want  time.Duration
+	}{
+		{ProtoTCP, 0, time.Minute}, {ProtoTCP, ctSeenReply, time.Hour}, {ProtoTCP, ctSeenReply | ctClosing, 10 * time.Second},
+		{ProtoTCP, ctClosing, 10 * time.Second}, {ProtoUDP, ctSeenReply, 5 * time.Minute}, {ProtoICMP, 0, 5 * time.Minute},
+	} {
+		if got := ct.ctLife(c.proto, c.flags); got != c.want {
+			t.Errorf("ctLife(%d, %#x) = %v; want %v", c.proto, c.flags, got, c.want)
+		}
+	}
+	const s = uint64(time.Second)
+	if !idle(100*s, 200*s, time.Minute) || idle(100*s, 130*s, time.Minute) || idle(300*s, 200*s, time.Minute) {
+		t.Error("idle misjudges last-seen times (one written after now must count as fresh)")
+	}
+	k := ctKey{Sport: 8080, Dport: 40000, Proto: ProtoTCP, Family: 4}
+	v := lbRevnat{Port: 80, Addr: [16]byte{10, 96, 0, 10}, Client: [16]byte{10, 210, 1, 10}}
+	want := ctKey{Saddr: v.Client, Daddr: v.Addr, Sport: 40000, Dport: 80, Proto: ProtoTCP, Family: 4}
+	if got := lbCTKeyOfRevnat(k, v); got != want {
+		t.Errorf("lbCTKeyOfRevnat = %+v; want %+v", got, want)
+	}
+}
+
+func TestParsePortRange(t *testing.T) {
+	for in, want := range map[string][3]int{"32768\t60999\n": {32768, 60999, 1}, "1024 2048": {1024, 2048, 1},
+		"60999 32768": {0, 0, 0}, "": {0, 0, 0}, "a b": {0, 0, 0}, "1 2 3": {0, 0, 0}} {
+		lo, hi, ok := parsePortRange(in)
+		if ok != (want[2] == 1) || (ok && (lo != want[0] || hi != want[1])) {
+			t.Errorf("parsePortRange(%q) = %d, %d, %v; want %v", in, lo, hi, ok, want)
+		}
+	}
+}
+
+func FuzzParsePortRange(f *testing.F) {
+	for _, s := range []string{"32768\t60999\n", "0 65535", "", "-1 5", "99999999999999999999 1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		lo, hi, ok := parsePortRange(s)
+		if ok && lo > hi {
+			t.Errorf("parsePortRange(%q) = %d > %d but ok", s, lo, hi)
+		}
+	})
 }
 
 func TestKeyEncodings(t *testing.T) {

@@ -144,6 +144,7 @@ func Open(cfg Config) (*Datapath, error) {
 			return fail(err)
 		}
 	}
+	checkLocalPorts(log, cfg)
 	log.Info("datapath opened", "mode", cfg.Mode, "pin_dir", cfg.PinDir,
 		"underlay", cfg.UnderlayIfName, "endpoint_links", len(d.links)-1-btoi(d.overlay != nil))
 	return d, nil
@@ -163,6 +164,8 @@ func constants(cfg Config, underlayIndex, vxlanIndex int) map[string]any {
 	if cfg.UnderlayIPv6.IsValid() {
 		v6 = cfg.UnderlayIPv6.As16()
 	}
+	natLo, natHi := cfg.natPorts()
+	ct := cfg.ctTimeouts()
 	return map[string]any{
 		"cfg_mode":             mode,
 		"cfg_underlay_ifindex": uint32(underlayIndex),
@@ -170,6 +173,12 @@ func constants(cfg Config, underlayIndex, vxlanIndex int) map[string]any {
 		"cfg_node_ipv4":        cfg.UnderlayIPv4.As4(), // network order, as the C side compares it
 		"cfg_node_ipv6":        v6,
 		"cfg_geneve_port":      uint16(cfg.GenevePort),
+		"cfg_nat_port_min":     uint16(natLo),
+		"cfg_nat_port_max":     uint16(natHi),
+		"cfg_ct_tcp_ns":        uint64(ct.tcp),
+		"cfg_ct_syn_ns":        uint64(ct.syn),
+		"cfg_ct_closing_ns":    uint64(ct.closing),
+		"cfg_ct_other_ns":      uint64(ct.other),
 	}
 }
 
@@ -194,6 +203,7 @@ func mapSizes(cfg Config) map[string]uint32 {
 		"lb_maglev":   svc,
 		"lb_backends": or(cfg.BackendEntries, DefaultBackendEntries),
 		"lb_affinity": or(cfg.AffinityEntries, DefaultAffinityEntries),
+		"lb_nat":      or(cfg.NATEntries, DefaultNATEntries),
 	}
 }
 
@@ -597,7 +607,7 @@ func (d *Datapath) Destroy() error {
 	}
 	for _, m := range []*ebpf.Map{d.lxc.Endpoints, d.lxc.LxcDevices, d.lxc.Ipcache, d.lxc.IpcacheHost, d.lxc.IngressSeen, d.lxc.Metrics,
 		d.lxc.Policy, d.lxc.Ct, d.lxc.Fragments, d.lxc.Flows, d.lxc.LbServices, d.lxc.LbBackends, d.lxc.LbMaglev,
-		d.lxc.LbCt, d.lxc.LbRevnat, d.lxc.LbAffinity} {
+		d.lxc.LbCt, d.lxc.LbRevnat, d.lxc.LbAffinity, d.lxc.LbNat} {
 		errs = append(errs, m.Unpin())
 	}
 	d.closed = true

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"time"
 )
 
 var errOS = fmt.Errorf("the eBPF datapath needs Linux, this is %s: %w", runtime.GOOS, ErrNotSupported)
@@ -24,5 +25,6 @@ func (d *Datapath) Services() ([]Service, error)                   { return nil,
 func (d *Datapath) Flows(ctx context.Context) (<-chan Flow, error) { return nil, errOS }
 func (d *Datapath) FlowsLost() uint64                              { return 0 }
 func (d *Datapath) FlowEventsLost() (uint64, error)                { return 0, errOS }
+func (d *Datapath) GCConntrack(now time.Time) (int, error)         { return 0, errOS }
 func (d *Datapath) Close() error                                   { return nil }
 func (d *Datapath) Destroy() error                                 { return errOS }

@@ -22,9 +22,11 @@
 //     local endpoints, and sends to remote ones by mode.
 //   - overlay.c, TCX ingress of the VXLAN device: VNI → source identity,
 //     delivery to the local endpoint.
-//   - underlay.c, TCX ingress of the underlay interface: Geneve termination
-//     (no geneve module exists on the target kernels) and native-mode
-//     delivery with the source identity from the ipcache.
+//   - underlay.c, TCX ingress of the underlay interface: External service
+//     frontends for clients outside the cluster (with SNAT for backends on
+//     other nodes, and the replies of those), Geneve termination (no geneve
+//     module exists on the target kernels) and native-mode delivery with
+//     the source identity from the ipcache.
 //
 // # The ipcache
 //
@@ -73,9 +75,10 @@
 // tuple an endpoint tracks in the other direction (a reply) or whose own
 // tuple it tracks in the same direction passes without policy, so replies of
 // an allowed connection pass whatever the other direction's policy says.
-// Entries idle beyond their lifetime are treated as absent: TCP 1h once
-// both sides were seen, 60s before, 10s after FIN or RST; everything else 5
-// min. For ICMP echo the identifier is the port (request: source port; reply:
+// Entries idle beyond their lifetime are treated as absent: TCP
+// Config.CTTCPTimeout (1h) once both sides were seen, CTSYNTimeout (60s)
+// before, CTTCPClosingTimeout (10s) after FIN or RST; everything else
+// CTAnyTimeout (5 min); the lifetimes are load-time constants. For ICMP echo the identifier is the port (request: source port; reply:
 // destination port); other ICMP messages use their type as destination port.
 // IPv4 options are skipped; IPv6 extension headers are not walked, except one
 // fragment header right after the fixed header. Later fragments take the
@@ -83,10 +86,17 @@
 // first was not seen matches only port-wildcard entries and is not tracked.
 // ICMPv6 neighbour discovery and MLD are never policed.
 //
+// Datapath.GCConntrack(now), which the agent calls periodically, deletes
+// (reading and deleting in batches) the expired entries of ct, lb_ct and
+// lb_nat (TCP: CTTCPTimeout, others: CTAnyTimeout), lb_revnat entries whose
+// lb_ct entry is gone or expired, and lb_affinity records idle beyond their
+// service's affinity timeout or of services gone; so the tables do not rely
+// on LRU eviction alone.
+//
 // Not done here: CIDR peers (the map is per identity; the agent maps only
 // identities), L7 rules, related ICMP errors (an ICMP error about a tracked
-// connection is judged as a new packet), garbage collection of ct besides the
-// LRU and the lifetimes, and flushing ct when policy changes (a connection
+// connection is judged as a new packet), garbage collection of the
+// fragments map (LRU only), and flushing ct when policy changes (a connection
 // accepted before a change lives on until it idles out). Traffic the node's
 // stack itself routes into a workload would not pass policy_ingress; today
 // nodes have no routes to workloads, so there is none.
@@ -132,15 +142,44 @@
 // straight back into it.
 //
 // External frontends are also served to packets arriving on the underlay
-// interface (underlay.c) when the picked backend is on this node; the reply
-// is rewritten at the backend's veth and left to the node's stack, which
-// routes it out (the node forwards: ip_forward). Not done: a backend on
-// another node for outside traffic (it needs SNAT to the node address and a
-// NAT port map; such packets are left to the stack untranslated, so the
-// control plane should give External frontends the node's own backends),
-// node ports on the node's own address (the stack would take the reply as a
-// martian from a local address), IPv4 fragments and IPv6 extension headers
-// (not translated), and SCTP.
+// interface (underlay.c). A backend on this node gets the packet translated
+// and delivered; its reply is rewritten at the backend's veth and sent out
+// of the underlay interface by redirect_fib (include/forward.h: a FIB lookup
+// on the client's address restricted to the underlay interface, then
+// bpf_redirect_neigh), never through the node's stack, which would drop a
+// reply from a node port (the node's own address) as a martian; a client
+// not routed through the underlay interface is left to the stack.
+//
+// A backend on another node (by the ipcache) gets the packet with its
+// destination translated to the backend and its source to this node's
+// underlay address (UnderlayIPv4, or UnderlayIPv6 for IPv6; none: left
+// alone) and a NAT port, forwarded by mode (VXLAN, Geneve, native) with the
+// world identity (2) as the source identity. lb_nat, an LRU of
+// Config.NATEntries keyed by the reply's tuple {backend, node address, NAT
+// port}, holds the client and the frontend; lb_ct's entry of the connection
+// holds its NAT port, so later packets keep it. A new connection takes the
+// first port from a hash of its tuple onwards (at most 32 tries) that no
+// live connection to the same backend address, port and protocol holds;
+// none free drops it ("nat_ports_exhausted" in Drops). The ports are
+// Config.NATPortMin..NATPortMax, by default 61000..65535: above the kernel's
+// default ip_local_port_range (32768 60999), so the node's own connections
+// do not take them; Open logs a warning when the node's
+// ip_local_port_range overlaps the range (a node connection to a backend
+// from an overlapping port could have its replies taken for a translated
+// connection's). The backend's node routes the reply to this node's
+// address through its stack, unencapsulated (nodes forward: ip_forward);
+// underlay.c finds it in lb_nat before anything else, rewrites it back to
+// come from the frontend and go to the client, and sends it out with
+// redirect_fib. lb_nat entries are refreshed by both directions.
+//
+// Not done: replies to a translated connection that come back encapsulated
+// (an agent whose ipcache gives node addresses a tunnel endpoint would
+// send them through the overlay, where overlay.c and Geneve termination
+// drop them as for no local endpoint), the MTU of translated packets
+// forwarded through an overlay (an outside client's full-size segment
+// grows by the encapsulation and is dropped; no ICMP "fragmentation
+// needed" is sent: clamp the MSS or lower the path MTU), IPv4 fragments and
+// IPv6 extension headers (not translated), and SCTP.
 //
 // # Flows
 //

@@ -22,9 +22,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The end-to-end tests build two nodes on one underlay link, each with two
-// workloads attached through veth pairs, open the datapath inside each node's
-// namespace, and send real traffic between the workloads.
+// The end-to-end tests build two nodes on one underlay segment (a bridge in
+// a namespace of its own, which also holds a host outside the cluster), each
+// with two workloads attached through veth pairs, open the datapath inside
+// each node's namespace, and send real traffic between the workloads.
 
 const underlayMTU = 1500
 
@@ -49,6 +50,10 @@ type cluster struct {
 	mode  Mode
 	mtu   int
 	nodes [2]*node
+	// outside is a host on the underlay segment that is no node: the
+	// client of external frontends.
+	outside            string
+	outside4, outside6 netip.Addr
 	// services are in every node's state (services_e2e_linux_test.go).
 	services []Service
 }
@@ -77,8 +82,19 @@ func newCluster(t *testing.T, mode Mode) *cluster {
 			UnderlayIPv6: n.under6, VXLANIfName: "fabric_vxlan", GenevePort: 6081}
 		c.nodes[i] = n
 	}
-	n1, n2 := c.nodes[0], c.nodes[1]
-	ipn(t, n1.ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", n2.ns)
+	sw := newNetNS(t, "sw")
+	ipn(t, sw, "link", "add", "br0", "type", "bridge")
+	ipn(t, sw, "link", "set", "br0", "up")
+	c.outside = newNetNS(t, "out")
+	c.outside4, c.outside6 = netip.MustParseAddr("10.77.0.9"), netip.MustParseAddr("fd77::9")
+	for i, ns := range []string{c.nodes[0].ns, c.nodes[1].ns, c.outside} {
+		port := fmt.Sprintf("p%d", i)
+		ipn(t, sw, "link", "add", port, "mtu", strconv.Itoa(underlayMTU), "type", "veth", "peer", "name", "eth0", "netns", ns)
+		ipn(t, sw, "link", "set", port, "master", "br0", "up")
+	}
+	ipn(t, c.outside, "addr", "add", c.outside4.String()+"/24", "dev", "eth0")
+	ipn(t, c.outside, "addr", "add", c.outside6.String()+"/64", "dev", "eth0", "nodad")
+	ipn(t, c.outside, "link", "set", "eth0", "mtu", strconv.Itoa(underlayMTU), "up")
 	for i, n := range c.nodes {
 		ipn(t, n.ns, "addr", "add", n.under4.String()+"/24", "dev", "eth0")
 		ipn(t, n.ns, "addr", "add", n.under6.String()+"/64", "dev", "eth0", "nodad")

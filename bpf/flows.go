@@ -52,7 +52,7 @@ type flowEvent struct {
 // dropReasons names the METRIC_DROP_* indexes of include/common.h; the
 // metrics map also holds METRIC_FLOW_EVENTS_LOST (metricFlowEventsLost),
 // which is no drop: its name is empty.
-var dropReasons = []string{"unknown_destination", "spoofed_source", "encap", "decap", "policy", "", "no_service_backend"}
+var dropReasons = []string{"unknown_destination", "spoofed_source", "encap", "decap", "policy", "", "no_service_backend", "nat_ports_exhausted"}
 
 const metricFlowEventsLost = 5
 

@@ -42,6 +42,7 @@ func TestKeyLayoutMatchesBTF(t *testing.T) {
 		"lb_ct":        {binary.Size(ctKey{}), binary.Size(lbCTEntry{})},
 		"lb_revnat":    {binary.Size(ctKey{}), binary.Size(lbRevnat{})},
 		"lb_affinity":  {binary.Size(lbAffinityKey{}), binary.Size(lbAffinity{})},
+		"lb_nat":       {binary.Size(ctKey{}), binary.Size(lbNAT{})},
 	}
 	for _, load := range []func() (*ebpf.CollectionSpec, error){loadLxc, loadOverlay, loadUnderlay} {
 		spec, err := load()

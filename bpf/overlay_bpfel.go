@@ -137,7 +137,18 @@ type overlayLbCtEntry struct {
 	_         structs.HostLayout
 	LastSeen  uint64
 	BackendId uint32
-	Pad       uint32
+	NatPort   uint16
+	Pad       uint16
+}
+
+type overlayLbNat struct {
+	_            structs.HostLayout
+	Frontend     [16]uint8
+	Client       [16]uint8
+	FrontendPort uint16
+	ClientPort   uint16
+	Pad          uint32
+	LastSeen     uint64
 }
 
 type overlayLbRevnat struct {
@@ -170,6 +181,8 @@ type overlayLbScratch struct {
 	_        [4]byte
 	Ce       overlayLbCtEntry
 	Af       overlayLbAffinity
+	Nat      overlayLbNat
+	Nk       overlayCtKey
 	Oa       [4]uint32
 	Na       [4]uint32
 }
@@ -283,6 +296,7 @@ type overlayMapSpecs struct {
 	LbBackends  *ebpf.MapSpec `ebpf:"lb_backends"`
 	LbCt        *ebpf.MapSpec `ebpf:"lb_ct"`
 	LbMaglev    *ebpf.MapSpec `ebpf:"lb_maglev"`
+	LbNat       *ebpf.MapSpec `ebpf:"lb_nat"`
 	LbRevnat    *ebpf.MapSpec `ebpf:"lb_revnat"`
 	LbScratch   *ebpf.MapSpec `ebpf:"lb_scratch"`
 	LbServices  *ebpf.MapSpec `ebpf:"lb_services"`
@@ -301,6 +315,8 @@ type overlayVariableSpecs struct {
 	CfgCtTcpNs         *ebpf.VariableSpec `ebpf:"cfg_ct_tcp_ns"`
 	CfgGenevePort      *ebpf.VariableSpec `ebpf:"cfg_geneve_port"`
 	CfgMode            *ebpf.VariableSpec `ebpf:"cfg_mode"`
+	CfgNatPortMax      *ebpf.VariableSpec `ebpf:"cfg_nat_port_max"`
+	CfgNatPortMin      *ebpf.VariableSpec `ebpf:"cfg_nat_port_min"`
 	CfgNodeIpv4        *ebpf.VariableSpec `ebpf:"cfg_node_ipv4"`
 	CfgNodeIpv6        *ebpf.VariableSpec `ebpf:"cfg_node_ipv6"`
 	CfgUnderlayIfindex *ebpf.VariableSpec `ebpf:"cfg_underlay_ifindex"`
@@ -340,6 +356,7 @@ type overlayMaps struct {
 	LbBackends  *ebpf.Map `ebpf:"lb_backends"`
 	LbCt        *ebpf.Map `ebpf:"lb_ct"`
 	LbMaglev    *ebpf.Map `ebpf:"lb_maglev"`
+	LbNat       *ebpf.Map `ebpf:"lb_nat"`
 	LbRevnat    *ebpf.Map `ebpf:"lb_revnat"`
 	LbScratch   *ebpf.Map `ebpf:"lb_scratch"`
 	LbServices  *ebpf.Map `ebpf:"lb_services"`
@@ -362,6 +379,7 @@ func (m *overlayMaps) Close() error {
 		m.LbBackends,
 		m.LbCt,
 		m.LbMaglev,
+		m.LbNat,
 		m.LbRevnat,
 		m.LbScratch,
 		m.LbServices,
@@ -381,6 +399,8 @@ type overlayVariables struct {
 	CfgCtTcpNs         *ebpf.Variable `ebpf:"cfg_ct_tcp_ns"`
 	CfgGenevePort      *ebpf.Variable `ebpf:"cfg_geneve_port"`
 	CfgMode            *ebpf.Variable `ebpf:"cfg_mode"`
+	CfgNatPortMax      *ebpf.Variable `ebpf:"cfg_nat_port_max"`
+	CfgNatPortMin      *ebpf.Variable `ebpf:"cfg_nat_port_min"`
 	CfgNodeIpv4        *ebpf.Variable `ebpf:"cfg_node_ipv4"`
 	CfgNodeIpv6        *ebpf.Variable `ebpf:"cfg_node_ipv6"`
 	CfgUnderlayIfindex *ebpf.Variable `ebpf:"cfg_underlay_ifindex"`

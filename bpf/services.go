@@ -40,7 +40,17 @@ type lbBackend struct {
 type lbCTEntry struct {
 	LastSeen  uint64
 	BackendID uint32
-	Pad       uint32
+	NATPort   uint16
+	Pad       uint16
+}
+
+// lbNAT is an external connection's translation to a backend on another
+// node (lb_nat), keyed by its replies' ctKey.
+type lbNAT struct {
+	Frontend, Client         [16]byte
+	FrontendPort, ClientPort uint16
+	Pad                      uint32
+	LastSeen                 uint64
 }
 
 type lbRevnat struct {

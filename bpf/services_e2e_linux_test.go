@@ -151,7 +151,26 @@ func testServices(t *testing.T, c *cluster) {
 		Backends: []Backend{{netip.AddrPortFrom(b.ip6, backendPort)}, {netip.AddrPortFrom(x.ip6, backendPort)}}}
 	hairpin := Service{Frontend: hair, Proto: ProtoTCP, Backends: be4(a), Maglev: rrTable(1, 7)}
 	external := Service{Frontend: lbIP, Proto: ProtoTCP, Backends: be4(b), Maglev: rrTable(1, 7), External: true}
-	c.services = []Service{tcp, udp, v6, hairpin, external}
+	be6 := func(wls ...*workload) []Backend {
+		var out []Backend
+		for _, wl := range wls {
+			out = append(out, Backend{Addr: netip.AddrPortFrom(wl.ip6, backendPort)})
+		}
+		return out
+	}
+	ext := func(fe netip.AddrPort, proto uint8, bs []Backend) Service {
+		return Service{Frontend: fe, Proto: proto, Backends: bs, Maglev: rrTable(len(bs), 7), External: true}
+	}
+	// Node ports on node 1's own addresses, with a backend on node 1 (b)
+	// and one on node 2 (x), and a load-balancer IP with only x.
+	npLocal, npRemote := netip.AddrPortFrom(n1.under4, 30080), netip.AddrPortFrom(n1.under4, 30081)
+	np6Local, np6Remote := netip.AddrPortFrom(n1.under6, 30080), netip.AddrPortFrom(n1.under6, 30081)
+	lbRemote := netip.MustParseAddrPort("10.77.0.101:80")
+	c.services = []Service{tcp, udp, v6, hairpin, external,
+		ext(npLocal, ProtoTCP, be4(b)), ext(npLocal, ProtoUDP, be4(b)),
+		ext(npRemote, ProtoTCP, be4(x)), ext(npRemote, ProtoUDP, be4(x)),
+		ext(np6Local, ProtoTCP, be6(b)), ext(np6Remote, ProtoTCP, be6(x)),
+		ext(lbRemote, ProtoTCP, be4(x))}
 	c.applyAll(t)
 
 	t.Run("stable ids", func(t *testing.T) { testStableIDs(t, c) })
@@ -296,6 +315,75 @@ func testServices(t *testing.T, c *cluster) {
 			t.Errorf("external frontend reached %q; want b", name)
 		}
 	})
+	t.Run("outside", func(t *testing.T) {
+		testOutside(t, c, []outsideCase{
+			{npLocal, false, "b"}, {npLocal, true, "b"}, {np6Local, false, "b"},
+			{npRemote, false, "x"}, {npRemote, true, "x"}, {np6Remote, false, "x"},
+			{lbRemote, false, "x"},
+		})
+	})
+}
+
+// testOutside: a host on the underlay segment that is no node reaches
+// external frontends on node 1: node ports on node 1's own addresses (the
+// replies leave by the underlay interface, never judged by node 1's stack)
+// and a load-balancer IP, with the backend on node 1 or on node 2 (source
+// translated to node 1's address and a NAT port).
+func testOutside(t *testing.T, c *cluster, cases []outsideCase) {
+	n1 := c.nodes[0]
+	// Node 2's stack routes its backend's replies to node 1's address.
+	for _, n := range c.nodes {
+		for _, kv := range []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"} {
+			if out, err := nsExec(n.ns, "sysctl", "-qw", kv); err != nil {
+				t.Fatalf("sysctl %s: %v %s", kv, err, out)
+			}
+		}
+	}
+	out := &workload{ns: c.outside}
+	for _, tc := range cases {
+		if a := tc.fe.Addr(); a.Is4() && a != n1.under4 {
+			ipn(t, c.outside, "route", "replace", a.String()+"/32", "via", n1.under4.String())
+		}
+		var (
+			name string
+			err  error
+		)
+		proto := "tcp"
+		if tc.udp {
+			proto = "udp"
+			name, err = askUDP(out, tc.fe)
+		} else {
+			var conn net.Conn
+			if name, conn, err = dialName(out, tc.fe); err == nil {
+				conn.Close()
+			}
+		}
+		if err != nil || name != tc.want {
+			t.Errorf("outside → %s/%s: reached %q, %v; want %s", tc.fe, proto, name, err, tc.want)
+		}
+	}
+	lo, hi := n1.cfg.natPorts()
+	var (
+		k   ctKey
+		v   lbNAT
+		nat int
+	)
+	for it := n1.dp.lxc.LbNat.Iterate(); it.Next(&k, &v); {
+		a := addrOf(k.Family, k.Daddr)
+		if (a != n1.under4 && a != n1.under6) || int(k.Dport) < lo || int(k.Dport) > hi {
+			t.Errorf("lb_nat entry %+v: want node 1's address and a port in %d..%d", k, lo, hi)
+		}
+		nat++
+	}
+	if nat == 0 {
+		t.Errorf("node 1 recorded no NAT translation")
+	}
+}
+
+type outsideCase struct {
+	fe   netip.AddrPort
+	udp  bool
+	want string
 }
 
 // serviceIDs reads node n's id assignments and Maglev inner map ids.

@@ -7,8 +7,7 @@
  * and the sender's identity comes from the ipcache. Everything else, VXLAN
  * included (the kernel's VXLAN socket takes it), goes to the node's stack. */
 #include "include/common.h"
-#include "include/geneve.h"
-#include "include/policy.h"
+#include "include/forward.h"
 
 #define OUTER_LEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr))
 
@@ -127,31 +126,52 @@ static __always_inline int from_native(struct __sk_buff *skb)
 
 /* from_outside serves External frontends (node ports, load-balancer IPs) to
  * traffic from outside the cluster: translated to a backend on this node and
- * delivered (the backend's veth rewrites the replies, lxc.c lxc_reply). A
- * packet whose backend is on another node is left to the stack: that would
- * need SNAT to this node's address, which is not done, so the control plane
- * should give External frontends the node's own backends. Returns -1 for a
- * packet that is none of its business. */
+ * delivered (the backend's veth rewrites the replies, lxc.c lxc_reply), or
+ * to a backend on another node with the source translated to this node's
+ * address and a NAT port (lb.h lb_snat) and forwarded by mode with the
+ * world identity; that backend's replies, routed back to this node's
+ * address unencapsulated by its node's stack, are translated back here
+ * (lb_unsnat) and sent out to the client. Returns -1 for a packet that is
+ * none of its business. */
 static __always_inline int from_outside(struct __sk_buff *skb)
 {
 	struct lb_scratch *sc = lb_scratch_get();
 	struct endpoint_info *ep;
 	struct remote_info *ri;
-	__be32 saddr4;
+	__be32 saddr4, daddr4;
 	int lb;
 
 	if (!sc || lb_parse(skb, &sc->p))
 		return -1;
+	if (bpf_map_lookup_elem(&lb_nat, &sc->p.key)) {
+		lb = lb_unsnat(skb);
+		if (lb < 0)
+			return TC_ACT_SHOT;
+		if (lb == 0)
+			return -1;
+		return redirect_fib(skb, &sc->r.key);
+	}
 	lb = lb_dnat(skb, true);
 	if (lb == LB_PASS)
 		return -1;
 	if (lb == LB_NO_BACKEND)
 		return drop(skb, METRIC_DROP_NO_BACKEND);
+	if (lb == LB_NO_NAT_PORT)
+		return drop(skb, METRIC_DROP_NAT_PORTS);
+	if (lb == LB_NAT) {
+		if (sc->p.key.family == FAMILY_V4) {
+			__builtin_memcpy(&daddr4, sc->p.key.daddr, 4);
+			ri = lookup_ipcache4(daddr4);
+		} else {
+			ri = lookup_ipcache6((const struct in6_addr *)sc->p.key.daddr);
+		}
+		if (!ri)
+			return TC_ACT_SHOT; /* lb_dnat checked it is known */
+		return forward_remote(skb, IDENTITY_WORLD, ri, sc->p.key.family == FAMILY_V6);
+	}
 	if ((lb & 0xff) != LB_DNAT)
 		return TC_ACT_SHOT;
 	if (sc->p.key.family == FAMILY_V4) {
-		__be32 daddr4;
-
 		__builtin_memcpy(&daddr4, sc->p.key.daddr, 4);
 		__builtin_memcpy(&saddr4, sc->p.key.saddr, 4);
 		ep = lookup_endpoint4(daddr4);

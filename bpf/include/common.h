@@ -49,12 +49,20 @@ volatile const __be32 cfg_node_ipv4 = 0;        /* network byte order */
 volatile const __u8 cfg_node_ipv6[16] = {};     /* zero: none */
 volatile const __u16 cfg_geneve_port = 6081;    /* host byte order */
 
-/* Connection-tracking lifetimes in nanoseconds: an entry idle for longer is
- * treated as absent (the LRU map reclaims it when it needs the room). */
+/* Connection-tracking lifetimes in nanoseconds (Config.CT*Timeout): an
+ * entry idle for longer is treated as absent; Datapath.GCConntrack deletes
+ * it, or the LRU map reclaims it when it needs the room. */
 volatile const __u64 cfg_ct_tcp_ns = 3600ULL * 1000000000ULL;   /* TCP, both sides seen */
 volatile const __u64 cfg_ct_syn_ns = 60ULL * 1000000000ULL;     /* TCP, no reply yet */
 volatile const __u64 cfg_ct_closing_ns = 10ULL * 1000000000ULL; /* TCP after FIN or RST */
 volatile const __u64 cfg_ct_other_ns = 300ULL * 1000000000ULL;  /* UDP, SCTP, ICMP, others */
+
+/* The source ports (host byte order, inclusive) that external connections
+ * to a backend on another node are translated to (lb.h lb_snat): chosen
+ * above the kernel's default ip_local_port_range, so the node's own
+ * connections do not take them. */
+volatile const __u16 cfg_nat_port_min = 61000;
+volatile const __u16 cfg_nat_port_max = 65535;
 
 struct endpoint_key {
 	__u8 addr[16]; /* IPv4 in the first 4 bytes, the rest zero */
@@ -222,6 +230,7 @@ enum {
 	METRIC_DROP_POLICY,          /* policy_ingress or policy_egress said no */
 	METRIC_FLOW_EVENTS_LOST,     /* not a drop: the flows ring buffer was full */
 	METRIC_DROP_NO_BACKEND,      /* to a service frontend without backends */
+	METRIC_DROP_NAT_PORTS,       /* no free NAT port for an external connection */
 	METRIC_MAX = 16,
 };
 

@@ -9,9 +9,9 @@
  *     endpoint's reply leaves by egress to a connection accepted on ingress,
  *     and comes in by ingress to one it opened), or
  *   - its own tuple is tracked in the same direction (established).
- * Entries idle beyond their lifetime (cfg_ct_*_ns) count as absent; the LRU
- * map reclaims them when it needs room, there is no other garbage
- * collection. */
+ * Entries idle beyond their lifetime (cfg_ct_*_ns) count as absent; the Go
+ * side's GCConntrack deletes them periodically, and the LRU map reclaims
+ * them when it needs room before that. */
 #pragma once
 
 #include "common.h"

@@ -50,7 +50,8 @@ struct lb_backend {
 struct lb_ct_entry {
 	__u64 last_seen;
 	__u32 backend_id;
-	__u32 pad;
+	__u16 nat_port; /* lb_snat's source port for it; 0: none */
+	__u16 pad;
 };
 
 /* lb_revnat: keyed by the reply's tuple (backend to client, or to the
@@ -61,6 +62,19 @@ struct lb_revnat {
 	__u16 port;      /* the frontend port, host byte order */
 	__u8 flags;      /* LB_REVNAT_F_* */
 	__u8 pad;
+};
+
+/* lb_nat: an external connection forwarded to a backend on another node
+ * with its source translated to this node's address and a NAT port, keyed
+ * by the tuple of its replies as they come back (backend to this node's
+ * address and the NAT port, dir and pad 0). */
+struct lb_nat {
+	__u8 frontend[16]; /* the reply's new source */
+	__u8 client[16];   /* the reply's new destination */
+	__u16 frontend_port;
+	__u16 client_port;
+	__u32 pad;
+	__u64 last_seen;
 };
 
 struct lb_affinity_key {
@@ -137,6 +151,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lb_affinity SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct lb_nat);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lb_nat SEC(".maps");
+
 /* What lb_parse knows of a packet: its tuple (dir 0) and where its L4
  * header is. */
 struct lb_pkt {
@@ -160,6 +182,8 @@ struct lb_scratch {
 	struct lb_svc_key sk;
 	struct lb_ct_entry ce;
 	struct lb_affinity af;
+	struct lb_nat nat;
+	struct ct_key nk;
 	__be32 oa[4];
 	__be32 na[4];
 };
@@ -184,6 +208,11 @@ static __always_inline struct lb_scratch *lb_scratch_get(void)
 #define LB_NO_BACKEND 2 /* a frontend without backends */
 #define LB_ERROR 3      /* a helper failed: drop */
 #define LB_NONE 4       /* not TCP or UDP: neither a frontend nor a reply */
+#define LB_NAT 5        /* rewritten to a backend on another node, source to this node */
+#define LB_NO_NAT_PORT 6 /* LB_NAT's case without a free NAT port: drop */
+
+/* How many NAT ports lb_snat tries before it gives up on a connection. */
+#define LB_NAT_TRIES 32
 
 /* lb_parse reads the tuple of an unfragmented TCP or UDP packet (Ethernet
  * header at 0); -1 for anything else. */
@@ -349,6 +378,7 @@ picked:
 	s->be = *b;
 	s->ce.last_seen = now;
 	s->ce.backend_id = id;
+	s->ce.nat_port = 0;
 	s->ce.pad = 0;
 	bpf_map_update_elem(&lb_ct, &p->key, &s->ce, BPF_ANY);
 affinity:
@@ -372,14 +402,135 @@ static __always_inline bool lb_same_addr(const __u8 *a, const __u8 *b)
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
+/* lb_nat_same reports whether a lb_nat entry is that of connection n. */
+static __always_inline bool lb_nat_same(const struct lb_nat *a, const struct lb_nat *n)
+{
+	return a->frontend_port == n->frontend_port && a->client_port == n->client_port &&
+	       lb_same_addr(a->frontend, n->frontend) && lb_same_addr(a->client, n->client);
+}
+
+/* lb_snat translates the external packet s->p, whose backend s->be lb_pick
+ * chose on another node, to that backend and its source to this node's
+ * address and a NAT port, so that the backend's replies come back here
+ * (lb_unsnat). The connection keeps its port (lb_ct's nat_port) while its
+ * lb_nat entry lives; a new one takes the first port, from a hash of its
+ * tuple onwards, that no live connection to the same backend holds. It
+ * returns LB_NAT (s->p then holds the new tuple), LB_NO_NAT_PORT, LB_ERROR,
+ * or LB_PASS when this node has no address of the packet's family. */
+static __noinline int lb_snat(struct __sk_buff *skb, __u64 now)
+{
+	struct lb_scratch *s = lb_scratch_get();
+	struct lb_ct_entry *ce;
+	struct lb_nat *cur;
+	struct lb_pkt *p;
+	__u32 n, start, i;
+	__u16 port = 0;
+	__u64 life;
+	bool any = false;
+
+	if (!s)
+		return LB_ERROR;
+	p = &s->p;
+	__builtin_memset(&s->nk, 0, sizeof(s->nk));
+	if (p->key.family == FAMILY_V4) {
+		__be32 a = cfg_node_ipv4;
+
+		__builtin_memcpy(s->nk.daddr, &a, 4);
+		any = a != 0;
+	} else {
+#pragma unroll
+		for (i = 0; i < 16; i++) {
+			s->nk.daddr[i] = cfg_node_ipv6[i];
+			any |= cfg_node_ipv6[i] != 0;
+		}
+	}
+	if (!any)
+		return LB_PASS;
+	__builtin_memcpy(s->nk.saddr, s->be.addr, 16);
+	s->nk.sport = s->be.port;
+	s->nk.proto = p->key.proto;
+	s->nk.family = p->key.family;
+	__builtin_memcpy(s->nat.frontend, p->key.daddr, 16);
+	__builtin_memcpy(s->nat.client, p->key.saddr, 16);
+	s->nat.frontend_port = p->key.dport;
+	s->nat.client_port = p->key.sport;
+	s->nat.pad = 0;
+	s->nat.last_seen = now;
+	life = p->key.proto == IPPROTO_TCP ? cfg_ct_tcp_ns : cfg_ct_other_ns;
+
+	ce = bpf_map_lookup_elem(&lb_ct, &p->key);
+	if (ce && ce->nat_port) {
+		s->nk.dport = ce->nat_port;
+		cur = bpf_map_lookup_elem(&lb_nat, &s->nk);
+		if (cur && lb_nat_same(cur, &s->nat)) {
+			port = s->nk.dport;
+			if (now - cur->last_seen > CT_REFRESH_NS)
+				cur->last_seen = now;
+		}
+	}
+	if (!port) {
+		n = (__u32)cfg_nat_port_max - (__u32)cfg_nat_port_min + 1;
+		if (cfg_nat_port_max < cfg_nat_port_min || !n)
+			return LB_NO_NAT_PORT; /* Go never writes this */
+		start = lb_hash(&p->key);
+		for (i = 0; i < LB_NAT_TRIES; i++) {
+			__u16 cand = cfg_nat_port_min + (start + i) % n;
+
+			s->nk.dport = cand;
+			cur = bpf_map_lookup_elem(&lb_nat, &s->nk);
+			if (cur && !lb_nat_same(cur, &s->nat) && now - cur->last_seen <= life)
+				continue; /* a live connection's */
+			if (bpf_map_update_elem(&lb_nat, &s->nk, &s->nat, cur ? BPF_ANY : BPF_NOEXIST))
+				continue; /* another CPU took it a moment ago */
+			port = cand;
+			break;
+		}
+		if (!port)
+			return LB_NO_NAT_PORT;
+		if (ce)
+			ce->nat_port = port;
+	}
+	if (lb_rewrite(skb, s, p, false, s->be.addr, s->be.port))
+		return LB_ERROR;
+	__builtin_memcpy(p->key.daddr, s->be.addr, 16);
+	p->key.dport = s->be.port;
+	if (lb_rewrite(skb, s, p, true, s->nk.daddr, port))
+		return LB_ERROR;
+	__builtin_memcpy(p->key.saddr, s->nk.daddr, 16);
+	p->key.sport = port;
+	return LB_NAT;
+}
+
+/* lb_remote reports whether the ipcache names another node for the
+ * backend s->be: where lb_snat's packet is forwarded. */
+static __always_inline bool lb_remote(struct lb_scratch *s)
+{
+	struct remote_info *ri;
+	__be32 a;
+
+	if (s->be.family == FAMILY_V4) {
+		__builtin_memcpy(&a, s->be.addr, 4);
+		ri = lookup_ipcache4(a);
+	} else {
+		ri = lookup_ipcache6((const struct in6_addr *)s->be.addr);
+	}
+	if (!ri || !ri->node_family)
+		return false;
+	if (ri->node_family == FAMILY_V4) {
+		__builtin_memcpy(&a, ri->node, 4);
+		return a != cfg_node_ipv4;
+	}
+	return true;
+}
+
 /* lb_dnat translates the packet s->p (parsed by lb_parse) addressed to a
  * frontend to its backend, records the reverse translation for the
  * replies, and updates s->p to the new destination (s->frontend keeps the
  * old one). External says the packet came from outside the cluster: only
- * External frontends serve it, and only when the backend is a local
- * endpoint (forwarding to another node would need SNAT to the node address,
- * not done): otherwise LB_PASS, untouched. It returns LB_DNAT | 0x100 for a
- * hairpin: the backend is the client itself (see lb_hairpin). */
+ * External frontends serve it; a backend on another node (by the ipcache)
+ * gets it through lb_snat (LB_NAT), and one that is neither local nor known
+ * leaves it untouched (LB_PASS). It returns LB_DNAT | 0x100 for a hairpin:
+ * the backend is the client itself (see lb_hairpin). */
 static __noinline __attribute__((unused)) int lb_dnat(struct __sk_buff *skb, bool external)
 {
 	struct lb_scratch *s = lb_scratch_get();
@@ -416,8 +567,11 @@ static __noinline __attribute__((unused)) int lb_dnat(struct __sk_buff *skb, boo
 		__builtin_memset(ek, 0, sizeof(*ek));
 		ek->family = s->be.family;
 		__builtin_memcpy(ek->addr, s->be.addr, 16);
-		if (!bpf_map_lookup_elem(&endpoints, ek))
-			return LB_PASS;
+		if (!bpf_map_lookup_elem(&endpoints, ek)) {
+			if (!lb_remote(s))
+				return LB_PASS;
+			return lb_snat(skb, now);
+		}
 	}
 
 	/* The reply comes from the backend to the client, or for a hairpin to
@@ -497,4 +651,37 @@ static __noinline int lb_rev_nat(struct __sk_buff *skb)
 	if (!rv)
 		return 0;
 	return lb_revnat_apply(skb, s, rv) ? -1 : 1;
+}
+
+/* lb_unsnat translates a reply to a connection lb_snat translated back:
+ * from the frontend to the client. It returns 1 when it rewrote the packet
+ * (s->r then holds the new tuple), 0 when the packet is no such reply, -1
+ * on failure. The entry is refreshed, so it lives as long as either
+ * direction carries packets. */
+static __noinline __attribute__((unused)) int lb_unsnat(struct __sk_buff *skb)
+{
+	struct lb_scratch *s = lb_scratch_get();
+	struct lb_nat *cur;
+	struct lb_pkt *p;
+	__u64 now;
+
+	if (!s || lb_parse(skb, &s->r))
+		return 0;
+	p = &s->r;
+	cur = bpf_map_lookup_elem(&lb_nat, &p->key);
+	if (!cur)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (now - cur->last_seen > CT_REFRESH_NS)
+		cur->last_seen = now;
+	s->nat = *cur;
+	if (lb_rewrite(skb, s, p, true, s->nat.frontend, s->nat.frontend_port))
+		return -1;
+	__builtin_memcpy(p->key.saddr, s->nat.frontend, 16);
+	p->key.sport = s->nat.frontend_port;
+	if (lb_rewrite(skb, s, p, false, s->nat.client, s->nat.client_port))
+		return -1;
+	__builtin_memcpy(p->key.daddr, s->nat.client, 16);
+	p->key.dport = s->nat.client_port;
+	return 1;
 }
