@@ -3,6 +3,7 @@
 package tunnel
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 
@@ -22,17 +23,75 @@ const masqTable = "fabric_nat"
 // replaced as a whole in one transaction, so calling it again with the same
 // arguments changes nothing and a failure leaves the previous set in place.
 // No pools removes the masquerade.
-func SetMasquerade(oif string, pools []netip.Prefix) error {
+//
+// Replies of workloads to the datapath's own source NAT (outside traffic
+// that another node forwarded to a backend here, from its address and a
+// port of natPorts) are left alone: they cross this node's stack back to
+// that node unencapsulated, and the kernel's connection tracking, which
+// never saw the connection start, would otherwise masquerade them mid-way.
+// nodes are the cluster's node addresses.
+func SetMasquerade(oif string, pools []netip.Prefix, nodes []netip.Addr, natPorts [2]uint16) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("masquerade: nftables: %w", err)
 	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("masquerade: list nftables tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == masqTable {
+			c.DelTable(t) // replaced whole, in the same transaction
+		}
+	}
+	if len(pools) == 0 {
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("masquerade: remove nftables table %s: %w", masqTable, err)
+		}
+		return nil
+	}
 	t := c.AddTable(&nftables.Table{Name: masqTable, Family: nftables.TableFamilyINet})
-	c.FlushTable(t)
 	ch := c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
 	name := make([]byte, unix.IFNAMSIZ)
 	copy(name, oif)
+	sets := map[bool]*nftables.Set{
+		true:  {Table: t, Name: "nodes4", KeyType: nftables.TypeIPAddr},
+		false: {Table: t, Name: "nodes6", KeyType: nftables.TypeIP6Addr},
+	}
+	for is4, set := range sets {
+		var elems []nftables.SetElement
+		for _, a := range nodes {
+			if a.Unmap().Is4() == is4 {
+				elems = append(elems, nftables.SetElement{Key: a.Unmap().AsSlice()})
+			}
+		}
+		if err := c.AddSet(set, elems); err != nil {
+			return fmt.Errorf("masquerade: set of node addresses: %w", err)
+		}
+	}
+	from, to := make([]byte, 2), make([]byte, 2)
+	binary.BigEndian.PutUint16(from, natPorts[0])
+	binary.BigEndian.PutUint16(to, natPorts[1])
+	for _, is4 := range []bool{true, false} {
+		family, daddr, n := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4)
+		if !is4 {
+			family, daddr, n = unix.NFPROTO_IPV6, 24, 16
+		}
+		for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{family}},
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: from, ToData: to},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: daddr, Len: n},
+				&expr.Lookup{SourceRegister: 1, SetName: sets[is4].Name, SetID: sets[is4].ID},
+				&expr.Verdict{Kind: expr.VerdictAccept},
+			}})
+		}
+	}
 	for _, p := range pools {
 		p = p.Masked()
 		family, saddr, daddr, n := byte(unix.NFPROTO_IPV4), uint32(12), uint32(16), uint32(4)
@@ -55,9 +114,6 @@ func SetMasquerade(oif string, pools []netip.Prefix) error {
 		}
 		exprs = append(exprs, &expr.Masq{})
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
-	}
-	if len(pools) == 0 {
-		c.DelTable(t)
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("masquerade: program nftables table %s: %w", masqTable, err)

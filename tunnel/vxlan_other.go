@@ -20,7 +20,9 @@ func RemoveVXLAN(name string) error { return errNoOverlay }
 func EnableForwarding() error { return errNoOverlay }
 
 // SetMasquerade needs Linux.
-func SetMasquerade(oif string, pools []netip.Prefix) error { return errNoOverlay }
+func SetMasquerade(oif string, pools []netip.Prefix, nodes []netip.Addr, natPorts [2]uint16) error {
+	return errNoOverlay
+}
 
 // SetEndpointRoutes needs Linux.
 func SetEndpointRoutes(want map[netip.Addr]int) error { return errNoOverlay }

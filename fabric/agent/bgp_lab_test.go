@@ -77,8 +77,9 @@ func TestLabBGP(t *testing.T) {
 		t.Errorf("c1-n2's BGP: %+v (%v), want every session established and routes learned", st, err)
 	}
 
-	// A load-balancer IP served by n1 and n2 (n3's backend is gone) is
-	// announced by both and spread by ECMP.
+	// A load-balancer IP with externalTrafficPolicy Local, served by n1 and
+	// n2 (n3's backend is gone), is announced by those two alone and
+	// spread over them by ECMP.
 	c := l.Client("c1-n1")
 	if _, err := c.ApplyLBPools(ctx, []byte(bgpPool)); err != nil {
 		t.Fatal(err)
@@ -86,7 +87,7 @@ func TestLabBGP(t *testing.T) {
 	if err := l.DelWorkload(ctx, "web-n3"); err != nil {
 		t.Fatal(err)
 	}
-	infos, err := c.ApplyServices(ctx, []byte(strings.Replace(webService, "  selector:", "  type: LoadBalancer\n  selector:", 1)))
+	infos, err := c.ApplyServices(ctx, []byte(strings.Replace(webService, "  selector:", "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector:", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}

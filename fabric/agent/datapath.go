@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fabric-net/fabric/bpf"
@@ -33,6 +34,9 @@ type Datapath interface {
 	Apply(st bpf.State) error
 	// IPCache reads back the IP cache the kernel uses.
 	IPCache() ([]bpf.IPCacheEntry, error)
+	// GCConntrack removes the connection-tracking entries idle beyond
+	// their timeout; safe to call while traffic flows.
+	GCConntrack(now time.Time) (int, error)
 	// IngressSeen counts deliveries per {source, destination} identity:
 	// what the receiving side resolved as the sender.
 	IngressSeen() (map[[2]uint32]uint64, error)
@@ -66,6 +70,10 @@ type dpReconciler struct {
 	flows *flowHub
 	// kicks asks for a reconcile from outside the store (learned routes).
 	kicks chan struct{}
+	// masqKey is what the masquerade rules were last made from.
+	masqKey string
+	// ctCollected counts connection-tracking entries the GC removed.
+	ctCollected atomic.Uint64
 
 	// parsed caches each stored policy's parse by its key, so a change to
 	// one policy does not reparse all of them.
@@ -100,6 +108,9 @@ func (a *Agent) openDatapath() (Datapath, error) {
 	cfg.Mode = bpf.Mode(mode)
 	cfg.UnderlayIfName = a.cfg.UnderlayInterface
 	cfg.Logger = a.log.With("subsys", "datapath")
+	ct := a.cfg.Conntrack
+	cfg.CTEntries, cfg.CTTCPTimeout, cfg.CTSYNTimeout = ct.Entries, ct.TCPTimeout, ct.SYNTimeout
+	cfg.CTTCPClosingTimeout, cfg.CTAnyTimeout = ct.ClosingTimeout, ct.AnyTimeout
 	for _, u := range a.cfg.Underlay {
 		ip := netip.MustParseAddr(u)
 		if ip.Is4() && !cfg.UnderlayIPv4.IsValid() {
@@ -117,15 +128,6 @@ func (a *Agent) openDatapath() (Datapath, error) {
 			return nil, fmt.Errorf("vxlan device: %w", err)
 		}
 		cfg.VXLANIfName = vxlanDevice
-	}
-	var pools []netip.Prefix
-	if a.cfg.Masquerade {
-		for _, p := range a.cfg.PodPools {
-			pools = append(pools, netip.MustParsePrefix(p))
-		}
-	}
-	if err := tunnel.SetMasquerade(a.cfg.UnderlayInterface, pools); err != nil {
-		return nil, err
 	}
 	dp, err := bpf.Open(cfg)
 	if err != nil {
@@ -275,6 +277,7 @@ func (r *dpReconciler) run(ctx context.Context) {
 	go r.idents.run(ctx, r.a.store)
 	go r.services.run(ctx, r.a.store)
 	go r.lbIPs.run(ctx, r.a.store)
+	go r.gcLoop(ctx)
 	// Gossip's verdicts move service backends off dead nodes at once.
 	var members <-chan gossip.Event
 	if r.a.pool != nil {
@@ -329,6 +332,9 @@ func (r *dpReconciler) reconcile() error {
 			}
 		}
 		err = tunnel.SetEndpointRoutes(routes)
+	}
+	if err == nil {
+		err = r.masquerade()
 	}
 	r.lastErr, r.lastApply = err, time.Now()
 	if err != nil {
@@ -480,6 +486,67 @@ func (r *dpReconciler) desired() (bpf.State, bool) {
 		return x.Prefix.Bits() - y.Prefix.Bits()
 	})
 	return st, true
+}
+
+// gcLoop collects expired connection-tracking entries, so the tables do not
+// rely on LRU eviction alone (which forgets busy connections too).
+func (r *dpReconciler) gcLoop(ctx context.Context) {
+	every := r.a.cfg.Conntrack.GCInterval
+	if every == 0 {
+		every = 30 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := r.dp.GCConntrack(time.Now())
+		if err != nil {
+			r.a.log.Warn("conntrack GC", "err", err)
+			continue
+		}
+		r.ctCollected.Add(uint64(n))
+		if n > 0 {
+			r.a.log.Debug("conntrack GC", "removed", n)
+		}
+	}
+}
+
+// masquerade keeps the node's masquerade rules in step with the cluster's
+// node addresses (which it leaves the datapath's NAT replies to).
+func (r *dpReconciler) masquerade() error {
+	var pools []netip.Prefix
+	if r.a.cfg.Masquerade {
+		for _, p := range r.a.cfg.PodPools {
+			pools = append(pools, netip.MustParsePrefix(p))
+		}
+	}
+	var nodes []netip.Addr
+	recs, _ := r.nodes.Snapshot()
+	for _, raw := range recs {
+		var rec nodeRecord
+		if json.Unmarshal(raw, &rec) != nil {
+			continue
+		}
+		for _, u := range rec.Underlay {
+			if ip, err := netip.ParseAddr(u); err == nil {
+				nodes = append(nodes, ip)
+			}
+		}
+	}
+	slices.SortFunc(nodes, netip.Addr.Compare)
+	key := fmt.Sprint(pools, nodes)
+	if r.applied && key == r.masqKey {
+		return nil
+	}
+	if err := tunnel.SetMasquerade(r.a.cfg.UnderlayInterface, pools, nodes, [2]uint16{bpf.DefaultNATPortMin, bpf.DefaultNATPortMax}); err != nil {
+		return err
+	}
+	r.masqKey = key
+	return nil
 }
 
 // kick asks for a reconcile soon; it never blocks.

@@ -169,11 +169,10 @@ func (r *l2Reconciler) reconcile() {
 		if len(ws) == 0 {
 			continue
 		}
-		// Traffic an owner receives goes to its own backends (the
-		// datapath does not forward outside traffic to other nodes'
-		// backends yet), so nodes with one are preferred.
+		// With externalTrafficPolicy Local an owner must have a backend
+		// of its own; with Cluster any node can own the address.
 		cands := members
-		if with := localBackends[s.Key()]; len(with) > 0 {
+		if with := localBackends[s.Key()]; len(with) > 0 && (s.ExternalPolicy == service.Local || !externalToRemoteBackends) {
 			cands = slices.DeleteFunc(slices.Clone(members), func(m l2announce.Member) bool { return !with[m.Name] })
 		}
 		for ip, owner := range l2announce.Assign(policies, ws, cands, now, l2Settle) {

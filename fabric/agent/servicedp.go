@@ -16,7 +16,7 @@ import (
 // external frontends get this node's backends only, whatever the traffic
 // policy, and L2 and BGP announce an address only from nodes with a local
 // backend.
-const externalToRemoteBackends = false
+const externalToRemoteBackends = true
 
 // parsedService caches a stored service's decoding by its raw record.
 type parsedService struct {

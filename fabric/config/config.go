@@ -73,6 +73,8 @@ type Config struct {
 	// NodeLabels are this node's labels ("key=value"), for the node
 	// selectors of L2 announcement policies.
 	NodeLabels []string `yaml:"nodeLabels"`
+	// Conntrack sizes and times out the datapath's connection tracking.
+	Conntrack Conntrack `yaml:"conntrack"`
 	// BGP, when LocalASN is set, runs a BGP speaker that announces the
 	// node's pod CIDRs and the load-balancer IPs it serves to the peers
 	// (top-of-rack routers), and learns the routes to other nodes' pods.
@@ -283,6 +285,21 @@ func (c Config) Validate() error {
 			bad("nodeLabels", "%q is not key=value: write e.g. rack=r1", l)
 		}
 	}
+	ct := c.Conntrack
+	if ct.Entries < 0 || ct.Entries > 1<<24 {
+		bad("conntrack.entries", "%d is out of range: use 0 (the default, 65536) up to %d", ct.Entries, 1<<24)
+	}
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"tcpTimeout", ct.TCPTimeout}, {"synTimeout", ct.SYNTimeout}, {"closingTimeout", ct.ClosingTimeout}, {"anyTimeout", ct.AnyTimeout}} {
+		if f.d != 0 && (f.d < 2*time.Second || f.d > 7*24*time.Hour) {
+			bad("conntrack."+f.name, "%s is out of range: use 2s..168h, or leave it out for the default", f.d)
+		}
+	}
+	if ct.GCInterval != 0 && ct.GCInterval < time.Second {
+		bad("conntrack.gcInterval", "%s is too short: use at least 1s (default 30s)", ct.GCInterval)
+	}
 	if c.BGP.Enabled() {
 		u4 := ""
 		for _, u := range c.Underlay {
@@ -361,6 +378,19 @@ func isPrime(n int) bool {
 		}
 	}
 	return true
+}
+
+// Conntrack is the datapath's connection tracking: the table's size, how
+// long an idle connection is remembered, and how often expired entries are
+// collected. Zero values are the datapath's defaults (1h established TCP,
+// 60s unanswered SYN, 10s after FIN/RST, 5m UDP and others; GC every 30s).
+type Conntrack struct {
+	Entries        int           `yaml:"entries"`
+	TCPTimeout     time.Duration `yaml:"tcpTimeout"`
+	SYNTimeout     time.Duration `yaml:"synTimeout"`
+	ClosingTimeout time.Duration `yaml:"closingTimeout"`
+	AnyTimeout     time.Duration `yaml:"anyTimeout"`
+	GCInterval     time.Duration `yaml:"gcInterval"`
 }
 
 // BGP is the node's BGP speaker configuration (see the bgp package).
