@@ -8,6 +8,8 @@ CLUSTERS ?= 2
 NODES ?= 3
 WORKLOADS ?= 2
 MODE ?= vxlan
+RACKS ?= 2
+BGP ?= 1
 TEST_TIMEOUT ?= 30m
 
 .PHONY: help deps build test generate lab lab-down bench clean
@@ -29,10 +31,12 @@ generate: ## rebuild the eBPF objects and their Go bindings (installs clang and 
 	@.ci/deps.sh generate
 	$(GO) generate ./...
 
-lab: deps build ## bring up the lab (2 clusters x 3 nodes x 2 workloads, MODE=vxlan) and run its check
+lab: deps build ## bring up the lab (2 clusters x 3 nodes in 2 racks behind an FRR router, MODE=vxlan), check it, run the demo
 	-./$(BIN) lab down --name $(LAB) >/dev/null 2>&1
-	./$(BIN) lab up --name $(LAB) --clusters $(CLUSTERS) --nodes $(NODES) --workloads $(WORKLOADS) --mode $(MODE)
+	./$(BIN) lab up --name $(LAB) --clusters $(CLUSTERS) --nodes $(NODES) --workloads $(WORKLOADS) --mode $(MODE) \
+		--racks $(RACKS) $(if $(filter 1,$(BGP)),--bgp)
 	./$(BIN) lab check --name $(LAB)
+	./$(BIN) lab demo --name $(LAB)
 
 lab-down: build ## remove the lab
 	./$(BIN) lab down --name $(LAB)

@@ -19,6 +19,7 @@ import (
 
 	"time"
 
+	"github.com/fabric-net/fabric/bpf"
 	"github.com/fabric-net/fabric/fabric/api"
 	"github.com/fabric-net/fabric/fabric/store"
 	"github.com/fabric-net/fabric/gossip"
@@ -76,6 +77,7 @@ func newAPIServer(a *Agent, socket string) (*apiServer, error) {
 	mux.HandleFunc("GET /v1/datapath/ipcache", s.handle(s.datapathIPCache))
 	mux.HandleFunc("GET /v1/datapath/identities", s.handle(s.datapathSeen))
 	mux.HandleFunc("GET /v1/datapath/drops", s.handle(s.datapathDrops))
+	mux.HandleFunc("GET /v1/datapath/services", s.handle(s.datapathServices))
 	// Streams: no 15s handler timeout.
 	mux.HandleFunc("GET /v1/flows", s.serveFlows)
 	mux.HandleFunc("GET /v1/policies", s.handle(s.listPolicies))
@@ -274,6 +276,38 @@ func (s *apiServer) datapathDrops(*http.Request) (any, error) {
 		return nil, errNoDatapath
 	}
 	return s.a.dp.dp.Drops()
+}
+
+func (s *apiServer) datapathServices(*http.Request) (any, error) {
+	if s.a.dp == nil {
+		return nil, errNoDatapath
+	}
+	fes, err := s.a.dp.dp.Services()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.DatapathService, 0, len(fes))
+	for _, f := range fes {
+		ds := api.DatapathService{Frontend: f.Frontend.String(), Proto: protoName(f.Proto), External: f.External, TableSize: len(f.Maglev)}
+		if f.AffinityTimeout > 0 {
+			ds.Affinity = "ClientIP " + f.AffinityTimeout.String()
+		}
+		for _, b := range f.Backends {
+			ds.Backends = append(ds.Backends, b.Addr.String())
+		}
+		out = append(out, ds)
+	}
+	return out, nil
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case bpf.ProtoTCP:
+		return "TCP"
+	case bpf.ProtoUDP:
+		return "UDP"
+	}
+	return fmt.Sprint(p)
 }
 
 func (s *apiServer) datapathSeen(*http.Request) (any, error) {

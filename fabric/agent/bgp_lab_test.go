@@ -193,3 +193,23 @@ func routerMissing(t *testing.T, l *lab.Lab, cidrs map[string][]string, nodes []
 	}
 	return string(b)
 }
+
+// The demo `make lab` runs: a service, a policy and load-balancer IPs
+// reached from outside both ways, here in VXLAN mode over two racks.
+func TestLabDemo(t *testing.T) {
+	labtest.SkipUnlessAvailable(t)
+	labtest.SkipUnlessCNI(t, labtest.Binary(t))
+	if _, err := os.Stat(frr.Daemons + "/bgpd"); err != nil {
+		t.Skip("needs FRR (bash .ci/deps.sh installs it)")
+	}
+	l := labtest.New(t, lab.Spec{Clusters: 1, Nodes: 3, Racks: 2, BGP: true, Mode: "vxlan"})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := l.Demo(ctx)
+	var b strings.Builder
+	rep.WriteText(&b)
+	t.Logf("demo:\n%s", b.String())
+	if err != nil || !rep.OK() || len(rep.Steps) != 7 {
+		t.Fatalf("demo failed (%v, %d steps)", err, len(rep.Steps))
+	}
+}

@@ -40,6 +40,8 @@ type Datapath interface {
 	// IngressSeen counts deliveries per {source, destination} identity:
 	// what the receiving side resolved as the sender.
 	IngressSeen() (map[[2]uint32]uint64, error)
+	// Services reads back the service frontends the kernel holds.
+	Services() ([]bpf.Service, error)
 	// Drops counts dropped packets by reason.
 	Drops() (map[string]uint64, error)
 	// Close releases the agent's handles; forwarding goes on without it.

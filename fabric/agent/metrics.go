@@ -27,6 +27,12 @@ type metricsCollector struct {
 	dpCache  *prometheus.Desc
 	dropped  *prometheus.Desc
 	dpDrops  *prometheus.Desc
+	dpSvcs   *prometheus.Desc
+	ctGC     *prometheus.Desc
+	bgpPeers *prometheus.Desc
+	bgpAdv   *prometheus.Desc
+	bgpLearn *prometheus.Desc
+	l2Owned  *prometheus.Desc
 }
 
 func newMetricsCollector(a *Agent) *metricsCollector {
@@ -46,6 +52,12 @@ func newMetricsCollector(a *Agent) *metricsCollector {
 		dpCache:  d("datapath_ipcache_entries", "IP cache entries programmed in the datapath."),
 		dropped:  d("gossip_dropped_events_total", "Membership events not delivered to a slow subscriber."),
 		dpDrops:  d("datapath_drops_total", "Packets the datapath dropped, by reason.", "reason"),
+		dpSvcs:   d("datapath_service_frontends", "Service frontends (address, port, protocol) programmed in the datapath."),
+		ctGC:     d("datapath_conntrack_collected_total", "Connection-tracking entries removed by the periodic GC."),
+		bgpPeers: d("bgp_sessions", "BGP sessions by state.", "state"),
+		bgpAdv:   d("bgp_advertised_prefixes", "Prefixes this node announces over BGP."),
+		bgpLearn: d("bgp_learned_routes", "Routes this node learned over BGP."),
+		l2Owned:  d("l2_announced_ips", "Addresses this node answers ARP/NDP for."),
 	}
 }
 
@@ -78,11 +90,28 @@ func (m *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		ds := m.a.dp.status()
 		gauge(m.dpEPs, float64(ds.Endpoints))
 		gauge(m.dpCache, float64(ds.IPCache))
+		gauge(m.dpSvcs, float64(ds.Services))
+		ch <- prometheus.MustNewConstMetric(m.ctGC, prometheus.CounterValue, float64(m.a.dp.ctCollected.Load()))
 		if drops, err := m.a.dp.dp.Drops(); err == nil {
 			for reason, n := range drops {
 				ch <- prometheus.MustNewConstMetric(m.dpDrops, prometheus.CounterValue, float64(n), reason)
 			}
 		}
+	}
+	if m.a.bgp != nil {
+		st := m.a.bgp.status()
+		states := map[string]int{}
+		for _, p := range st.Peers {
+			states[p.State]++
+		}
+		for s, n := range states {
+			gauge(m.bgpPeers, float64(n), s)
+		}
+		gauge(m.bgpAdv, float64(len(st.Advertised)))
+		gauge(m.bgpLearn, float64(len(st.Learned)))
+	}
+	if m.a.l2 != nil {
+		gauge(m.l2Owned, float64(len(m.a.l2.status().Owned)))
 	}
 }
 

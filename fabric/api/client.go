@@ -336,3 +336,9 @@ func (c *Client) BGP(ctx context.Context) (BGPStatus, error) {
 	var out BGPStatus
 	return out, c.do(ctx, http.MethodGet, "/v1/bgp", nil, &out)
 }
+
+// DatapathServices reads the service frontends the node's kernel holds.
+func (c *Client) DatapathServices(ctx context.Context) ([]DatapathService, error) {
+	var out []DatapathService
+	return out, c.do(ctx, http.MethodGet, "/v1/datapath/services", nil, &out)
+}

@@ -365,3 +365,13 @@ type BGPStatus struct {
 	Learned     []BGPRoute `json:"learned,omitempty"`
 	Error       string     `json:"error,omitempty"`
 }
+
+// DatapathService is one service frontend as the kernel holds it.
+type DatapathService struct {
+	Frontend  string   `json:"frontend"`
+	Proto     string   `json:"proto"`
+	External  bool     `json:"external"`
+	TableSize int      `json:"maglevTableSize"`
+	Affinity  string   `json:"affinity,omitempty"`
+	Backends  []string `json:"backends"`
+}

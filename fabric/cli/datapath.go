@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -77,6 +78,31 @@ func newDatapathCmd() *cobra.Command {
 		},
 	}
 	drops.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	cmd.AddCommand(ipcache, identities, drops)
+	services := &cobra.Command{
+		Use: "services", Short: "Service frontends and backends as the kernel holds them", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			fes, err := clientFor(cmd).DatapathServices(ctx)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), fes)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "FRONTEND\tPROTO\tSCOPE\tMAGLEV\tAFFINITY\tBACKENDS")
+			for _, f := range fes {
+				scope := "cluster"
+				if f.External {
+					scope = "external"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", f.Frontend, f.Proto, scope, f.TableSize, orNone(f.Affinity), orNone(strings.Join(f.Backends, ",")))
+			}
+			return tw.Flush()
+		},
+	}
+	services.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.AddCommand(ipcache, identities, drops, services)
 	return cmd
 }

@@ -28,7 +28,7 @@ func newLabCmd() *cobra.Command {
 			"iproute2, and never changes the machine's own network namespace.",
 	}
 	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabRestartCmd(), newLabStatusCmd(), newLabListCmd(), newLabExecCmd(),
-		newLabWorkloadCmd(), newLabCheckCmd(), newLabProbeServeCmd(), newLabProbeCmd())
+		newLabWorkloadCmd(), newLabCheckCmd(), newLabDemoCmd(), newLabProbeServeCmd(), newLabProbeCmd())
 	return cmd
 }
 
@@ -614,5 +614,48 @@ func newLabProbeCmd() *cobra.Command {
 	cmd.Flags().IntVar(&who, "who", 0, "open this many TCP connections and report which server address answered each")
 	cmd.Flags().DurationVar(&hold, "hold", 0, "with --who: keep each connection this long and ask again")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (one object per line)")
+	return cmd
+}
+
+func newLabDemoCmd() *cobra.Command {
+	var (
+		f      labFlags
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "demo --name NAME",
+		Short: "Show a service, a policy and load-balancer IPs at work in cluster c1",
+		Long: "Rebuild Cilium's deathstar demo in cluster c1 through the agents' API: a deathstar service of\n" +
+			"type LoadBalancer, an L3/L4 policy that lets the tiefighter (org=empire) land and turns the xwing\n" +
+			"(org=alliance) away, and the deathstar's load-balancer IP reached from outside the cluster: by the\n" +
+			"host behind the router over BGP (labs made with --bgp) and by the segment's client over L2\n" +
+			"announcements. What it applies stays in place; the exit status is 1 when a step failed.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := f.load()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 3*time.Minute)
+			defer cancel()
+			rep, err := l.Demo(ctx)
+			if output == "json" {
+				if jerr := printJSON(cmd.OutOrStdout(), rep); jerr != nil {
+					return jerr
+				}
+			} else if werr := rep.WriteText(cmd.OutOrStdout()); werr != nil {
+				return werr
+			}
+			if err != nil {
+				return err
+			}
+			if !rep.OK() {
+				return &exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
 	return cmd
 }

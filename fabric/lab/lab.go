@@ -282,8 +282,13 @@ func agentConfig(st *state, n *nodeState) map[string]any {
 			peers = append(peers, map[string]any{"address": a.String(), "remoteASN": RouterASN, "holdTime": "9s", "keepalive": "3s"})
 		}
 		m["bgp"] = map[string]any{"localASN": NodeASN(n.Cluster, n.Index), "peers": peers}
-		m["nodeLabels"] = []string{fmt.Sprintf("rack=r%d", max(n.Rack, 1))}
 	}
+	if st.Mode != "" && st.Mode != "none" {
+		// Nodes answer ARP/NDP for the load-balancer IPs an L2 policy
+		// gives them; without a policy they answer for none.
+		m["l2Announcements"] = true
+	}
+	m["nodeLabels"] = []string{fmt.Sprintf("rack=r%d", max(n.Rack, 1))}
 	if len(join) > 0 {
 		m["join"] = join
 	}
