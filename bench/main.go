@@ -32,7 +32,11 @@
 //     100k services, and the time to add or remove one service (needs root,
 //     iptables and nftables; namespaces only).
 //
-// Usage: go run ./bench [-only store|gossip|datapath|bgp|services] [-out bench/RESULTS.md]
+//   - l2: L2 announcement failover as a client pinging a load-balancer IP
+//     every 10 ms sees it, over 5 kills of the owning node, with gossip's
+//     detection time (needs root; a lab).
+//
+// Usage: go run ./bench [-only store|gossip|datapath|bgp|services|l2] [-out bench/RESULTS.md]
 package main
 
 import (
@@ -87,7 +91,7 @@ func main() {
 		os.Exit(speakerproc.Main())
 	}
 	var o options
-	flag.StringVar(&o.only, "only", "", "run one benchmark: store, gossip, datapath, bgp or services (default all)")
+	flag.StringVar(&o.only, "only", "", "run one benchmark: store, gossip, datapath, bgp, services or l2 (default all)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown report to this file")
 	flag.IntVar(&o.rounds, "rounds", 2, "store: interleaved rounds (fabric, etcd, fabric, etcd, ...); medians are reported")
 	flag.IntVar(&o.writes1, "writes1", 1000, "store: writes per case with 1 writer")
@@ -112,7 +116,7 @@ func main() {
 	flag.IntVar(&o.svcTries, "svc-tries", 20, "services: add/remove tries with the most services loaded")
 	flag.Parse()
 	if o.only != "" && !slices.ContainsFunc(benchmarks, func(b benchmark) bool { return b.name == o.only }) {
-		fmt.Fprintf(os.Stderr, "bench: -only %q: use store, gossip, datapath, bgp or services\n", o.only)
+		fmt.Fprintf(os.Stderr, "bench: -only %q: use store, gossip, datapath, bgp, services or l2\n", o.only)
 		os.Exit(2)
 	}
 	if o.rounds < 1 || o.trials < 1 || o.writes1 < 1 || o.writes64 < 64 || o.burners < 0 {
@@ -163,7 +167,7 @@ type benchmark struct {
 }
 
 // benchmarks in report order.
-var benchmarks = []benchmark{{"store", benchStore}, {"gossip", benchGossip}, {"datapath", benchDatapath}, {"bgp", benchBGP}, {"services", benchServices}}
+var benchmarks = []benchmark{{"store", benchStore}, {"gossip", benchGossip}, {"datapath", benchDatapath}, {"bgp", benchBGP}, {"services", benchServices}, {"l2", benchL2}}
 
 func run(ctx context.Context, o options, cl *cleanup) int {
 	fmt.Printf("# Fabric benchmarks\n")

@@ -188,7 +188,15 @@ static __always_inline int from_outside(struct __sk_buff *skb)
 SEC("tcx/ingress")
 int underlay_ingress(struct __sk_buff *skb)
 {
-	int ret = from_outside(skb);
+	int ret;
+
+	/* A frame for another host's MAC (a switch flooding an unknown
+	 * unicast destination, say to a load-balancer IP whose owner just
+	 * died) is not ours to serve: answering it too would duplicate the
+	 * owner's traffic and hide its failure. */
+	if (skb->pkt_type == PACKET_OTHERHOST_)
+		return TC_ACT_OK;
+	ret = from_outside(skb);
 
 	if (ret >= 0)
 		return ret;

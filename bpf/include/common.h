@@ -31,6 +31,9 @@
 #define MODE_NATIVE 3
 
 /* Reserved identities (see fabric/identity). */
+/* From linux/if_packet.h (skb->pkt_type), which needs libc headers. */
+#define PACKET_OTHERHOST_ 3
+
 #define IDENTITY_UNKNOWN 0
 #define IDENTITY_WORLD 2
 

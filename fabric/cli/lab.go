@@ -541,11 +541,13 @@ func newLabProbeServeCmd() *cobra.Command {
 // the source workload.
 func newLabProbeCmd() *cobra.Command {
 	var (
-		tcp, udp []string
-		timeout  time.Duration
-		output   string
-		who      int
-		hold     time.Duration
+		tcp, udp  []string
+		timeout   time.Duration
+		output    string
+		who       int
+		hold      time.Duration
+		every     time.Duration
+		streamFor time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "probe (--tcp ADDR:PORT | --udp ADDR:PORT)... [--timeout 1s] [-o json]",
@@ -556,6 +558,20 @@ func newLabProbeCmd() *cobra.Command {
 		Hidden:  true,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if every > 0 {
+				if len(udp) != 1 || len(tcp) != 0 {
+					return errors.New("--every: give exactly one --udp ADDR:PORT")
+				}
+				res, err := lab.ProbeStream(cmd.Context(), udp[0], every, streamFor)
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "sent %d, answered %d, longest gap %s\n", res.Sent, res.Received, res.MaxGap.Round(time.Millisecond))
+				return nil
+			}
 			if who > 0 {
 				if len(tcp) != 1 || len(udp) != 0 {
 					return errors.New("--who: give exactly one --tcp ADDR:PORT")
@@ -613,6 +629,8 @@ func newLabProbeCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Second, "how long to wait for each echo")
 	cmd.Flags().IntVar(&who, "who", 0, "open this many TCP connections and report which server address answered each")
 	cmd.Flags().DurationVar(&hold, "hold", 0, "with --who: keep each connection this long and ask again")
+	cmd.Flags().DurationVar(&every, "every", 0, "send a UDP probe this often and report the longest time without an answer")
+	cmd.Flags().DurationVar(&streamFor, "for", 5*time.Second, "with --every: how long to keep sending")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (one object per line)")
 	return cmd
 }

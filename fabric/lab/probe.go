@@ -264,3 +264,70 @@ func probeWho(ctx context.Context, addr string, hold, timeout time.Duration) Who
 	}
 	return res
 }
+
+// StreamResult is what ProbeStream saw: how many probes went and came
+// back, and the longest time without an answer (an outage), with when it
+// began.
+type StreamResult struct {
+	Sent     int           `json:"sent"`
+	Received int           `json:"received"`
+	MaxGap   time.Duration `json:"maxGapNs"`
+	GapFrom  time.Time     `json:"gapFrom"`
+}
+
+// ProbeStream sends a UDP probe to addr every interval for dur, each with
+// its own sequence number, and measures the gaps between answers: the
+// client's view of an outage, as a ping every interval would see it.
+func ProbeStream(ctx context.Context, addr string, every, dur time.Duration) (StreamResult, error) {
+	var res StreamResult
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return res, err
+	}
+	defer c.Close()
+	start := time.Now()
+	last := start
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 64)
+		for {
+			c.SetReadDeadline(start.Add(dur + time.Second))
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			if n < 6 || string(buf[:6]) != "stream" {
+				continue
+			}
+			now := time.Now()
+			if gap := now.Sub(last); gap > res.MaxGap {
+				res.MaxGap, res.GapFrom = gap, last
+			}
+			last = now
+			res.Received++
+		}
+	}()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for seq := 0; time.Since(start) < dur; seq++ {
+		select {
+		case <-ctx.Done():
+			c.Close()
+			<-done
+			return res, ctx.Err()
+		case <-t.C:
+		}
+		if _, err := fmt.Fprintf(c, "stream %d", seq); err == nil {
+			res.Sent++
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	c.Close()
+	<-done
+	// An outage still going on at the end counts until the end.
+	if gap := time.Since(last); gap > res.MaxGap {
+		res.MaxGap, res.GapFrom = gap, last
+	}
+	return res, nil
+}
