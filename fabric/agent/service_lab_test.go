@@ -178,6 +178,27 @@ func TestLabServices(t *testing.T) {
 		}
 	}
 
+	// NodePort from a host outside the cluster (the segment's client), on
+	// either node's address: backends on this node and the other one.
+	np, err := c1.ApplyServices(ctx, []byte(strings.Replace(strings.Replace(webService, "name: web\n", "name: web-np\n", 1),
+		"spec:\n", "spec:\n  type: NodePort\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodePort := np[0].Ports[0].NodePort
+	if nodePort < 30000 || nodePort > 32767 {
+		t.Fatalf("node port %d is outside 30000-32767", nodePort)
+	}
+	waitBackends(t, ctx, l, "c1-n2", "default/web-np", 3)
+	for _, node := range []string{"10.99.1.11", "10.99.1.12"} {
+		addr := netip.AddrPortFrom(netip.MustParseAddr(node), nodePort)
+		got := spread(who(t, ctx, l, lab.ClientMember(1), addr, 30, 0))
+		t.Logf("30 connections from outside to node port %s: %v", addr, got)
+		if got[""] > 0 || len(got) < 2 {
+			t.Errorf("outside → %s: %v, want every connection answered, by several backends", addr, got)
+		}
+	}
+
 	// Affinity: every connection of one client goes to one backend.
 	if _, err := c1.ApplyServices(ctx, []byte(stickyService)); err != nil {
 		t.Fatal(err)

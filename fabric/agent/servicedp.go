@@ -108,6 +108,13 @@ func (r *dpReconciler) compileServices(st *bpf.State, eps []service.Endpoint) ma
 	used := map[string][]service.Backend{}
 	for _, svc := range svcs {
 		all := service.Backends(svc, live)
+		// The table holds at least 100 slots per backend, counted over
+		// every node's backends (dead ones too), so that all nodes pick the
+		// same size.
+		size := svc.TableSize(cfg)
+		if n := len(service.Backends(svc, eps)); svc.MaglevTableSize == 0 && size < 100*n {
+			size = service.DefaultTableSize(n)
+		}
 		for _, p := range svc.Ports {
 			proto := bpf.ProtoTCP
 			if p.Protocol == service.UDP {
@@ -127,7 +134,7 @@ func (r *dpReconciler) compileServices(st *bpf.State, eps []service.Endpoint) ma
 					fe.AffinityTimeout = svc.Affinity.Timeout
 				}
 				if len(bs) > 0 {
-					fe.Maglev = r.maglev(service.IDs(bs), svc.TableSize(cfg))
+					fe.Maglev = r.maglev(service.IDs(bs), size)
 				}
 				for _, b := range bs {
 					fe.Backends = append(fe.Backends, bpf.Backend{Addr: netip.AddrPortFrom(b.Addr, b.Port)})
