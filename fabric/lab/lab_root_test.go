@@ -140,8 +140,9 @@ func TestLabTopology(t *testing.T) {
 	l := labtest.New(t, lab.Spec{Clusters: 2, Nodes: 2, NoAgents: true})
 	name := l.Name()
 
-	want := []string{"fl-" + name + "-c1n1", "fl-" + name + "-c1n2", "fl-" + name + "-c1sw",
-		"fl-" + name + "-c2n1", "fl-" + name + "-c2n2", "fl-" + name + "-c2sw", "fl-" + name + "-rt"}
+	want := []string{"fl-" + name + "-c1cl", "fl-" + name + "-c1n1", "fl-" + name + "-c1n2", "fl-" + name + "-c1sw",
+		"fl-" + name + "-c2cl", "fl-" + name + "-c2n1", "fl-" + name + "-c2n2", "fl-" + name + "-c2sw",
+		"fl-" + name + "-ext", "fl-" + name + "-rt"}
 	got := labNamespaces(t, name)
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
@@ -228,7 +229,7 @@ func TestLabSideBySide(t *testing.T) {
 	if left := labNamespaces(t, a.Name()); len(left) > 0 {
 		t.Errorf("namespaces of %s left: %v", a.Name(), left)
 	}
-	if got := labNamespaces(t, b.Name()); len(got) != 4 {
+	if got := labNamespaces(t, b.Name()); len(got) != 6 {
 		t.Errorf("lab %s lost namespaces when %s went down: %v", b.Name(), a.Name(), got)
 	}
 	if err := connect(t, b, "c1-n1", "c1-n2", "10.99.1.12"); err != nil {
@@ -331,7 +332,7 @@ func TestLabAgentExits(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("Up took %s to notice a dead agent", d)
 	}
-	if got := labNamespaces(t, name); len(got) != 3 {
+	if got := labNamespaces(t, name); len(got) != 5 {
 		t.Errorf("lab not left up for inspection: namespaces %v", got)
 	}
 }

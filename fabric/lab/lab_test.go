@@ -43,7 +43,7 @@ func TestValidateName(t *testing.T) {
 
 func TestSpecDefaults(t *testing.T) {
 	s := Spec{Name: "x"}.WithDefaults()
-	want := Spec{Name: "x", Clusters: 1, Nodes: 3, Servers: 3, Timeout: 90 * time.Second, Dir: DefaultDir, Mode: "vxlan"}
+	want := Spec{Name: "x", Clusters: 1, Nodes: 3, Servers: 3, Timeout: 90 * time.Second, Dir: DefaultDir, Mode: "vxlan", Racks: 1}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("defaults = %+v, want %+v", s, want)
 	}
@@ -159,7 +159,8 @@ func TestPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantNS := []string{"fl-p-rt", "fl-p-c1sw", "fl-p-c1n1", "fl-p-c1n2", "fl-p-c1n3", "fl-p-c2sw", "fl-p-c2n1", "fl-p-c2n2", "fl-p-c2n3"}
+	wantNS := []string{"fl-p-rt", "fl-p-ext", "fl-p-c1sw", "fl-p-c1cl", "fl-p-c1n1", "fl-p-c1n2", "fl-p-c1n3",
+		"fl-p-c2sw", "fl-p-c2cl", "fl-p-c2n1", "fl-p-c2n2", "fl-p-c2n3"}
 	if !reflect.DeepEqual(st.Namespaces, wantNS) {
 		t.Errorf("namespaces = %v, want %v", st.Namespaces, wantNS)
 	}
@@ -259,5 +260,40 @@ func TestProcInfo(t *testing.T) {
 	n := nodeState{PID: os.Getpid(), StartTime: start, Config: "/no/such/agent.yaml"}
 	if n.running() {
 		t.Error("running() matched a process without the node's config")
+	}
+}
+
+func TestPlanRacksAndRouter(t *testing.T) {
+	st, err := plan(Spec{Name: "r", Clusters: 1, Nodes: 3, Servers: 1, Dir: "/base", Racks: 2, BGP: true, Mode: "native"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]netip.Addr{
+		"c1-n1": {netip.MustParseAddr("10.99.1.11"), netip.MustParseAddr("fd99:1::11")},
+		"c1-n2": {netip.MustParseAddr("10.100.1.12"), netip.MustParseAddr("fd99:1:2::12")},
+		"c1-n3": {netip.MustParseAddr("10.99.1.13"), netip.MustParseAddr("fd99:1::13")},
+	}
+	for _, n := range st.NodeList {
+		if !reflect.DeepEqual(n.Underlay, want[n.Name]) || n.Rack != rackOf(n.Index, 2) {
+			t.Errorf("%s: rack %d underlay %v, want rack %d %v", n.Name, n.Rack, n.Underlay, rackOf(n.Index, 2), want[n.Name])
+		}
+	}
+	if got := rackRouterAddrs(1, 2); got[0].String() != "10.100.1.1" || got[1].String() != "fd99:1:2::1" {
+		t.Errorf("rack 2 router = %v", got)
+	}
+	conf := routerConf(st)
+	for _, line := range []string{"router bgp 64512", "bgp bestpath as-path multipath-relax", "no bgp ebgp-requires-policy",
+		"neighbor 10.100.1.12 remote-as 65102", "neighbor fd99:1::13 remote-as 65103", "neighbor fd99:1:2::12 activate", "maximum-paths 8"} {
+		if !strings.Contains(conf, line) {
+			t.Errorf("router config lacks %q:\n%s", line, conf)
+		}
+	}
+	cfg := agentConfig(st, &st.NodeList[1])
+	b, _ := cfg["bgp"].(map[string]any)
+	if b["localASN"] != uint32(65102) {
+		t.Errorf("c1-n2's bgp config = %v", cfg["bgp"])
+	}
+	if err := (Spec{Name: "x", Nodes: 2, Racks: 3}).WithDefaults().Validate(); err == nil || !strings.Contains(err.Error(), "--racks") {
+		t.Errorf("3 racks for 2 nodes: %v", err)
 	}
 }
