@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -45,6 +46,17 @@ func TestValidateNamesFieldAndFix(t *testing.T) {
 		{"port clash", func(c *Config) { c.RaftPort = c.GossipPort }, "raftPort"},
 		{"pool not a cidr", func(c *Config) { c.PodPools = []string{"10.0.0.0"} }, "podPools"},
 		{"pool host bits", func(c *Config) { c.PodPools = []string{"10.0.0.1/16"} }, "podPools"},
+		{"service cidr", func(c *Config) { c.ServiceCIDRs = []string{"10.96.0.0"} }, "serviceCIDRs"},
+		{"two v4 service cidrs", func(c *Config) { c.ServiceCIDRs = []string{"10.96.0.0/16", "10.97.0.0/16"} }, "serviceCIDRs"},
+		{"node port range", func(c *Config) { c.NodePortRange = "32767-30000" }, "nodePortRange"},
+		{"maglev not prime", func(c *Config) { c.MaglevTableSize = 1000 }, "maglevTableSize"},
+		{"node label", func(c *Config) { c.NodeLabels = []string{"rack"} }, "nodeLabels"},
+		{"ct timeout", func(c *Config) { c.Conntrack.TCPTimeout = time.Second }, "conntrack.tcpTimeout"},
+		{"bgp asn", func(c *Config) { c.BGP.Peers = []BGPPeer{{Address: "10.0.0.1", RemoteASN: 64512}} }, "bgp.localASN"},
+		{"bgp peer address", func(c *Config) {
+			c.BGP.LocalASN = 65001
+			c.BGP.Peers = []BGPPeer{{Address: "router", RemoteASN: 64512}}
+		}, "bgp.peers[0].address"},
 		{"mask", func(c *Config) { c.NodeMaskV4 = 31 }, "nodeMaskV4"},
 		{"grace", func(c *Config) { c.CIDRGrace = 0 }, "cidrReleaseGrace"},
 		{"mode", func(c *Config) { c.DatapathMode = "ipip" }, "datapathMode"},
