@@ -41,9 +41,12 @@ type Datapath struct {
 	overlay  *overlayObjects // VXLAN mode only
 	underlay underlayObjects
 	links    map[string]link.Link // by pin name
-	// tables caches the Maglev table last seen in each service's inner
-	// map (by service id), so an unchanged Apply reads no table back.
-	tables map[uint32]maglevCache
+	// lb is what the service maps hold, kept so that Apply reads no map
+	// back and writes only what changed; nil: read it from the pins first
+	// (after Open, and after an Apply that failed).
+	lb *lbState
+	// mirrors holds mirrorOf's copies of the maps Apply writes, by map.
+	mirrors map[*ebpf.Map]any
 	// maglevSpec is the inner map of lb_maglev, sized per service.
 	maglevSpec *ebpf.MapSpec
 	closed     bool
@@ -83,7 +86,7 @@ func Open(cfg Config) (*Datapath, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	d := &Datapath{cfg: cfg, log: log, links: make(map[string]link.Link), tables: make(map[uint32]maglevCache), done: make(chan struct{})}
+	d := &Datapath{cfg: cfg, log: log, links: make(map[string]link.Link), mirrors: make(map[*ebpf.Map]any), done: make(chan struct{})}
 
 	spec, err := loadLxc()
 	if err != nil {
@@ -388,16 +391,16 @@ func (d *Datapath) Apply(st State) error {
 	// enforcing them, so a change never drops traffic that both the old
 	// and the new policy allow.
 	errs = append(errs,
-		putMap(d.lxc.Policy, want.policy),
-		syncMap(d.lxc.Endpoints, want.endpoints),
-		syncMap(d.lxc.LxcDevices, want.devices),
+		putMap(d, d.lxc.Policy, want.policy),
+		syncMap(d, d.lxc.Endpoints, want.endpoints),
+		syncMap(d, d.lxc.LxcDevices, want.devices),
 		// Host entries are written before the trie loses its stale
 		// entries, so a /32 that an older version kept in the trie (pins
 		// from before ipcache_host) never goes missing in between.
-		putMap(d.lxc.IpcacheHost, want.hosts),
-		syncMap(d.lxc.Ipcache, want.ipcache),
-		deleteStale(d.lxc.IpcacheHost, want.hosts),
-		syncMap(d.lxc.Policy, want.policy),
+		putMap(d, d.lxc.IpcacheHost, want.hosts),
+		syncMap(d, d.lxc.Ipcache, want.ipcache),
+		deleteStale(d, d.lxc.IpcacheHost, want.hosts),
+		syncMap(d, d.lxc.Policy, want.policy),
 	)
 	errs = append(errs, d.applyServices(want.services))
 	indexes := make([]uint32, 0, len(want.devices))
@@ -420,49 +423,83 @@ func (d *Datapath) Apply(st State) error {
 	return nil
 }
 
+// mirrorOf is what m, a map only Apply writes (the programs only read it),
+// holds: read from the kernel once, then kept in step with every write, so
+// that Apply compares against memory and an unchanged entry costs no system
+// call. A failed write drops the mirror, and the next Apply reads m again.
+func mirrorOf[K, V comparable](d *Datapath, m *ebpf.Map) (map[K]V, error) {
+	if c, ok := d.mirrors[m].(map[K]V); ok {
+		return c, nil
+	}
+	var (
+		k K
+		v V
+		c = make(map[K]V)
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		c[k] = v
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read map %s: %w", mapName(m), err)
+	}
+	d.mirrors[m] = c
+	return c, nil
+}
+
 // putMap writes the entries of want that m lacks or holds otherwise, and
 // deletes nothing.
-func putMap[K, V comparable](m *ebpf.Map, want map[K]V) error {
+func putMap[K, V comparable](d *Datapath, m *ebpf.Map, want map[K]V) error {
+	cur, err := mirrorOf[K, V](d, m)
+	if err != nil {
+		return err
+	}
+	var (
+		keys []K
+		vals []V
+	)
 	for k, w := range want {
-		var cur V
-		if err := m.Lookup(k, &cur); err == nil && cur == w {
+		if c, ok := cur[k]; ok && c == w {
 			continue
 		}
-		if err := m.Put(k, w); err != nil {
-			return fmt.Errorf("write map %s: %w", mapName(m), err)
-		}
+		keys, vals = append(keys, k), append(vals, w)
+	}
+	if err := putBatch(m, keys, vals); err != nil {
+		delete(d.mirrors, m)
+		return err
+	}
+	for i, k := range keys {
+		cur[k] = vals[i]
 	}
 	return nil
 }
 
 // syncMap makes m hold exactly want, writing only what differs.
-func syncMap[K, V comparable](m *ebpf.Map, want map[K]V) error {
-	if err := deleteStale(m, want); err != nil {
+func syncMap[K, V comparable](d *Datapath, m *ebpf.Map, want map[K]V) error {
+	if err := deleteStale(d, m, want); err != nil {
 		return err
 	}
-	return putMap(m, want)
+	return putMap(d, m, want)
 }
 
 // deleteStale deletes the entries of m that want lacks, and writes nothing.
-func deleteStale[K, V comparable](m *ebpf.Map, want map[K]V) error {
-	var (
-		k     K
-		v     V
-		stale []K
-	)
-	it := m.Iterate()
-	for it.Next(&k, &v) {
+func deleteStale[K, V comparable](d *Datapath, m *ebpf.Map, want map[K]V) error {
+	cur, err := mirrorOf[K, V](d, m)
+	if err != nil {
+		return err
+	}
+	var stale []K
+	for k := range cur {
 		if _, ok := want[k]; !ok {
 			stale = append(stale, k)
 		}
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read map %s: %w", mapName(m), err)
+	if err := deleteBatch(m, stale); err != nil {
+		delete(d.mirrors, m)
+		return err
 	}
 	for _, k := range stale {
-		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete from map %s: %w", mapName(m), err)
-		}
+		delete(cur, k)
 	}
 	return nil
 }

@@ -112,14 +112,27 @@
 // Config.CTEntries keyed by the client's tuple to the frontend, holding the
 // chosen backend id; lb_revnat, an LRU of the same size keyed by the reply's
 // tuple, holding the frontend to restore; lb_affinity {service id, client
-// address} → {backend id, last seen}. Ids are the Go side's: Apply reads the
-// pinned lb_services and lb_backends back and keeps every existing
-// frontend's and backend's id (a backend's id is that of its address and
-// port, shared by the services that use it), so ids survive Apply and agent
-// restarts; new ones take the id above the highest in use (so a removed
-// backend's id, which lb_ct may still name, is not soon given to another). A
-// changed Maglev table gets a new inner map swapped in with one update; an
-// unchanged one is not written.
+// address} → {backend id, last seen}. Ids are the Go side's: every
+// existing frontend and backend keeps its id (a backend's id is that of its
+// address and port, shared by the services that use it), so ids survive
+// Apply and agent restarts; new ones take the id above the highest handed
+// out (so a removed backend's id, which lb_ct may still name, is not soon
+// given to another). A changed Maglev table gets a new inner map swapped in
+// atomically; an unchanged one is not written.
+//
+// Apply keeps what the maps it writes hold in memory (lbState for the
+// service maps, mirrorOf for the others; the programs never write them),
+// read from the pins at the first Apply after Open and again after an Apply
+// that failed, so an Apply compares in memory and writes only what changed:
+// adding one service to thousands writes its backends, its table and its
+// frontend. Writes go in batches (BPF_MAP_*_BATCH, one update per entry on
+// kernels without it). That matters most for lb_maglev: every userspace
+// write to a map of maps waits for an RCU grace period (about 10 ms) before
+// it returns, once per command, so the new tables of an Apply are swapped in
+// maglevBatch at a time and a thousand new services cost one wait, not a
+// thousand. An add or a removal of one service still pays one wait. As the
+// state is kept in memory, one Datapath at a time may Apply to a node's
+// pins: a second would not see the first's writes (the agent opens one).
 //
 // A workload's TCP or UDP packet to a frontend is translated in lxc.c before
 // the endpoint and ipcache lookups, so policy, connection tracking and
