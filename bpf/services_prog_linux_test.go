@@ -3,8 +3,10 @@
 package bpf
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -67,6 +69,10 @@ func checkIPv4L4(t *testing.T, frame []byte) (src, dst netip.AddrPort) {
 
 // geneveFrom wraps an inner frame as node 10.77.0.2 sends it to 10.77.0.1
 // with the VNI (the sender's identity).
+// loMAC is the loopback device's address, where BPF_PROG_TEST_RUN runs
+// skb programs.
+var loMAC = net.HardwareAddr{0, 0, 0, 0, 0, 0}
+
 func geneveFrom(inner []byte, vni uint32) []byte {
 	ip := make([]byte, 20)
 	ip[0], ip[6], ip[8], ip[9] = 0x45, 0x40, 64, 17
@@ -79,7 +85,9 @@ func geneveFrom(inner []byte, vni uint32) []byte {
 	binary.BigEndian.PutUint16(udp[2:], 6081)
 	binary.BigEndian.PutUint16(udp[4:], uint16(8+8+len(inner)))
 	gnv := []byte{0, 0, 0x65, 0x58, byte(vni >> 16), byte(vni >> 8), byte(vni), 0}
-	b := ethHeader(hostMAC, host2, 0x0800)
+	// To lo's address (all zeros): BPF_PROG_TEST_RUN runs the program as
+	// if on lo, and the underlay program ignores frames for other hosts.
+	b := ethHeader(loMAC, host2, 0x0800)
 	b = append(append(append(append(b, ip...), udp...), gnv...), inner...)
 	return b
 }
@@ -164,6 +172,13 @@ func TestServiceReverseNATRoot(t *testing.T) {
 	seg := reply[34:]
 	binary.BigEndian.PutUint16(seg[16:], 0)
 	binary.BigEndian.PutUint16(seg[16:], l4Checksum(remoteBE.Addr(), client.Addr(), 6, seg))
+	// The same frame addressed to another host's MAC (a switch flooding
+	// it) is left to the stack, which drops it: not served twice.
+	other := geneveFrom(reply, 2000)
+	copy(other[0:6], hostMAC)
+	if ret, out := run(t, d.underlay.UnderlayIngress, other); ret != 0 || !bytes.Equal(out, other) {
+		t.Errorf("frame for another host: verdict %d (want 0, TC_ACT_OK) and changed: %v", ret, !bytes.Equal(out, other))
+	}
 	ret, out := run(t, d.underlay.UnderlayIngress, geneveFrom(reply, 2000))
 	if ret != tcActRedirect {
 		drops, _ := d.Drops()
