@@ -28,6 +28,10 @@ type Flow struct {
 	Event                    FlowEvent
 	Dropped                  bool
 	Reason                   string // the drop reason ("policy", ...), "" when forwarded
+	// Service is the frontend a workload's connection was sent to, when
+	// the datapath translated it to Dst (the client's egress events);
+	// invalid otherwise.
+	Service netip.AddrPort
 }
 
 // flowEvent mirrors struct flow_event of include/flows.h.
@@ -47,6 +51,9 @@ type flowEvent struct {
 	Reason      uint8
 	Type        uint8
 	Pad         [2]uint8
+	SvcAddr     [16]uint8
+	SvcPort     uint16
+	Pad2        [6]uint8
 }
 
 // dropReasons names the METRIC_DROP_* indexes of include/common.h; the
@@ -57,7 +64,7 @@ var dropReasons = []string{"unknown_destination", "spoofed_source", "encap", "de
 const metricFlowEventsLost = 5
 
 // flowEventSize is the size of struct flow_event.
-const flowEventSize = 64
+const flowEventSize = 88
 
 var flowEventTypes = map[uint8]FlowEvent{1: FlowNew, 2: FlowEnd, 3: FlowDrop}
 
@@ -79,6 +86,8 @@ func decodeFlow(raw []byte, wallNow time.Time, monoNow uint64) (Flow, error) {
 	e.Sport = le.Uint16(raw[52:])
 	e.Dport = le.Uint16(raw[54:])
 	e.Family, e.Proto, e.Dir, e.Verdict, e.Reason, e.Type = raw[56], raw[57], raw[58], raw[59], raw[60], raw[61]
+	copy(e.SvcAddr[:], raw[64:80])
+	e.SvcPort = le.Uint16(raw[80:])
 	return e.flow(wallNow, monoNow), nil
 }
 
@@ -108,6 +117,13 @@ func (e *flowEvent) flow(wallNow time.Time, monoNow uint64) Flow {
 	if src.IsValid() {
 		f.Src = netip.AddrPortFrom(src, e.Sport)
 		f.Dst = netip.AddrPortFrom(dst, e.Dport)
+	}
+	if e.SvcPort != 0 {
+		svc := netip.AddrFrom16(e.SvcAddr)
+		if e.Family == 4 {
+			svc = netip.AddrFrom4([4]byte(e.SvcAddr[:4]))
+		}
+		f.Service = netip.AddrPortFrom(svc, e.SvcPort)
 	}
 	if f.Dropped {
 		if int(e.Reason) < len(dropReasons) && dropReasons[e.Reason] != "" {

@@ -75,6 +75,9 @@ type underlayFlowEvent struct {
 	Reason      uint8
 	Type        uint8
 	Pad         [2]uint8
+	SvcAddr     [16]uint8
+	SvcPort     uint16
+	Pad2        [6]uint8
 }
 
 type underlayFragKey struct {
@@ -284,25 +287,26 @@ type underlayProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type underlayMapSpecs struct {
-	Ct          *ebpf.MapSpec `ebpf:"ct"`
-	DropScratch *ebpf.MapSpec `ebpf:"drop_scratch"`
-	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
-	Flows       *ebpf.MapSpec `ebpf:"flows"`
-	Fragments   *ebpf.MapSpec `ebpf:"fragments"`
-	IngressSeen *ebpf.MapSpec `ebpf:"ingress_seen"`
-	Ipcache     *ebpf.MapSpec `ebpf:"ipcache"`
-	IpcacheHost *ebpf.MapSpec `ebpf:"ipcache_host"`
-	LbAffinity  *ebpf.MapSpec `ebpf:"lb_affinity"`
-	LbBackends  *ebpf.MapSpec `ebpf:"lb_backends"`
-	LbCt        *ebpf.MapSpec `ebpf:"lb_ct"`
-	LbMaglev    *ebpf.MapSpec `ebpf:"lb_maglev"`
-	LbNat       *ebpf.MapSpec `ebpf:"lb_nat"`
-	LbRevnat    *ebpf.MapSpec `ebpf:"lb_revnat"`
-	LbScratch   *ebpf.MapSpec `ebpf:"lb_scratch"`
-	LbServices  *ebpf.MapSpec `ebpf:"lb_services"`
-	LxcDevices  *ebpf.MapSpec `ebpf:"lxc_devices"`
-	Metrics     *ebpf.MapSpec `ebpf:"metrics"`
-	Policy      *ebpf.MapSpec `ebpf:"policy"`
+	Ct             *ebpf.MapSpec `ebpf:"ct"`
+	DropScratch    *ebpf.MapSpec `ebpf:"drop_scratch"`
+	Endpoints      *ebpf.MapSpec `ebpf:"endpoints"`
+	FlowSvcScratch *ebpf.MapSpec `ebpf:"flow_svc_scratch"`
+	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	Fragments      *ebpf.MapSpec `ebpf:"fragments"`
+	IngressSeen    *ebpf.MapSpec `ebpf:"ingress_seen"`
+	Ipcache        *ebpf.MapSpec `ebpf:"ipcache"`
+	IpcacheHost    *ebpf.MapSpec `ebpf:"ipcache_host"`
+	LbAffinity     *ebpf.MapSpec `ebpf:"lb_affinity"`
+	LbBackends     *ebpf.MapSpec `ebpf:"lb_backends"`
+	LbCt           *ebpf.MapSpec `ebpf:"lb_ct"`
+	LbMaglev       *ebpf.MapSpec `ebpf:"lb_maglev"`
+	LbNat          *ebpf.MapSpec `ebpf:"lb_nat"`
+	LbRevnat       *ebpf.MapSpec `ebpf:"lb_revnat"`
+	LbScratch      *ebpf.MapSpec `ebpf:"lb_scratch"`
+	LbServices     *ebpf.MapSpec `ebpf:"lb_services"`
+	LxcDevices     *ebpf.MapSpec `ebpf:"lxc_devices"`
+	Metrics        *ebpf.MapSpec `ebpf:"metrics"`
+	Policy         *ebpf.MapSpec `ebpf:"policy"`
 }
 
 // underlayVariableSpecs contains global variables before they are loaded into the kernel.
@@ -344,25 +348,26 @@ func (o *underlayObjects) Close() error {
 //
 // It can be passed to loadUnderlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type underlayMaps struct {
-	Ct          *ebpf.Map `ebpf:"ct"`
-	DropScratch *ebpf.Map `ebpf:"drop_scratch"`
-	Endpoints   *ebpf.Map `ebpf:"endpoints"`
-	Flows       *ebpf.Map `ebpf:"flows"`
-	Fragments   *ebpf.Map `ebpf:"fragments"`
-	IngressSeen *ebpf.Map `ebpf:"ingress_seen"`
-	Ipcache     *ebpf.Map `ebpf:"ipcache"`
-	IpcacheHost *ebpf.Map `ebpf:"ipcache_host"`
-	LbAffinity  *ebpf.Map `ebpf:"lb_affinity"`
-	LbBackends  *ebpf.Map `ebpf:"lb_backends"`
-	LbCt        *ebpf.Map `ebpf:"lb_ct"`
-	LbMaglev    *ebpf.Map `ebpf:"lb_maglev"`
-	LbNat       *ebpf.Map `ebpf:"lb_nat"`
-	LbRevnat    *ebpf.Map `ebpf:"lb_revnat"`
-	LbScratch   *ebpf.Map `ebpf:"lb_scratch"`
-	LbServices  *ebpf.Map `ebpf:"lb_services"`
-	LxcDevices  *ebpf.Map `ebpf:"lxc_devices"`
-	Metrics     *ebpf.Map `ebpf:"metrics"`
-	Policy      *ebpf.Map `ebpf:"policy"`
+	Ct             *ebpf.Map `ebpf:"ct"`
+	DropScratch    *ebpf.Map `ebpf:"drop_scratch"`
+	Endpoints      *ebpf.Map `ebpf:"endpoints"`
+	FlowSvcScratch *ebpf.Map `ebpf:"flow_svc_scratch"`
+	Flows          *ebpf.Map `ebpf:"flows"`
+	Fragments      *ebpf.Map `ebpf:"fragments"`
+	IngressSeen    *ebpf.Map `ebpf:"ingress_seen"`
+	Ipcache        *ebpf.Map `ebpf:"ipcache"`
+	IpcacheHost    *ebpf.Map `ebpf:"ipcache_host"`
+	LbAffinity     *ebpf.Map `ebpf:"lb_affinity"`
+	LbBackends     *ebpf.Map `ebpf:"lb_backends"`
+	LbCt           *ebpf.Map `ebpf:"lb_ct"`
+	LbMaglev       *ebpf.Map `ebpf:"lb_maglev"`
+	LbNat          *ebpf.Map `ebpf:"lb_nat"`
+	LbRevnat       *ebpf.Map `ebpf:"lb_revnat"`
+	LbScratch      *ebpf.Map `ebpf:"lb_scratch"`
+	LbServices     *ebpf.Map `ebpf:"lb_services"`
+	LxcDevices     *ebpf.Map `ebpf:"lxc_devices"`
+	Metrics        *ebpf.Map `ebpf:"metrics"`
+	Policy         *ebpf.Map `ebpf:"policy"`
 }
 
 func (m *underlayMaps) Close() error {
@@ -370,6 +375,7 @@ func (m *underlayMaps) Close() error {
 		m.Ct,
 		m.DropScratch,
 		m.Endpoints,
+		m.FlowSvcScratch,
 		m.Flows,
 		m.Fragments,
 		m.IngressSeen,

@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "conntrack.h"
+#include "lb.h"
 
 #define FLOW_EV_NEW 1
 #define FLOW_EV_END 2
@@ -33,6 +34,12 @@ struct flow_event {
 	__u8 reason;  /* METRIC_DROP_* when dropped */
 	__u8 type;    /* FLOW_EV_* */
 	__u8 pad[2];
+	/* The service frontend a workload's connection was sent to, when the
+	 * datapath translated it to this backend (egress events of the
+	 * client; svc_port 0: none). */
+	__u8 svc_addr[16];
+	__u16 svc_port;
+	__u8 pad2[6];
 };
 
 struct {
@@ -46,6 +53,15 @@ struct {
 const struct flow_event flow_event_btf_anchor __attribute__((unused));
 
 #define FLOW_META(type, dir, reason) ((__u32)(type) | (__u32)(dir) << 8 | (__u32)(reason) << 16)
+
+/* The reply tuple emit_flow looks a service up by lives here, not on the
+ * stack, which the deepest callers have used up. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct ct_key);
+	__uint(max_entries, 1);
+} flow_svc_scratch SEC(".maps");
 
 /* emit_flow writes one event for f; meta is FLOW_META(type, dir, reason).
  * A subprogram, not inlined: it only runs on new connections, ends and
@@ -77,6 +93,29 @@ static __noinline void emit_flow(const struct flow *f, __u32 ifindex, __u32 src_
 	e->type = type;
 	e->pad[0] = 0;
 	e->pad[1] = 0;
+	__builtin_memset(e->svc_addr, 0, sizeof(e->svc_addr) + sizeof(e->svc_port) + sizeof(e->pad2));
+	if (e->dir == DIR_EGRESS && f->key.family) {
+		/* The reverse-NAT entry of a translated connection is keyed by
+		 * its reply's tuple and names the frontend. */
+		__u32 zero = 0;
+		struct ct_key *rk = bpf_map_lookup_elem(&flow_svc_scratch, &zero);
+		struct lb_revnat *rv = NULL;
+
+		if (rk) {
+			__builtin_memset(rk, 0, sizeof(*rk));
+			__builtin_memcpy(rk->saddr, f->key.daddr, 16);
+			__builtin_memcpy(rk->daddr, f->key.saddr, 16);
+			rk->sport = f->key.dport;
+			rk->dport = f->key.sport;
+			rk->proto = f->key.proto;
+			rk->family = f->key.family;
+			rv = bpf_map_lookup_elem(&lb_revnat, rk);
+		}
+		if (rv && !(rv->flags & LB_REVNAT_F_HAIRPIN)) {
+			__builtin_memcpy(e->svc_addr, rv->addr, 16);
+			e->svc_port = rv->port;
+		}
+	}
 	bpf_ringbuf_submit(e, 0);
 }
 

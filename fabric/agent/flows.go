@@ -121,6 +121,9 @@ func (r *dpReconciler) describe(f bpf.Flow, names *flowNames) api.Flow {
 	if out.Proto == "" {
 		out.Proto = strconv.Itoa(int(f.Proto))
 	}
+	if f.Service.IsValid() {
+		out.Service = f.Service.String()
+	}
 	if f.Dropped {
 		out.Verdict = "dropped"
 	}

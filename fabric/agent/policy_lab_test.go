@@ -143,6 +143,18 @@ spec:
 	if r := who(t, ctx, l, "xwing", landing, 1, 0); r[0].Error == "" {
 		t.Errorf("xwing → deathstar service %s: answered by %s, want a policy drop", landing, r[0].Server)
 	}
+	// The xwing's node saw the connection leave for the service and
+	// names it; the deathstar's node dropped it.
+	var viaService bool
+	err = l.Client("c1-n1").Flows(ctx, api.FlowFilter{Labels: "class=xwing"}, false, func(f api.Flow) error {
+		if f.Service == landing.String() && f.Dest.IP == deathstar.String() && f.Direction == "egress" {
+			viaService = true
+		}
+		return nil
+	})
+	if err != nil || !viaService {
+		t.Errorf("no flow on c1-n1 of the xwing to the deathstar through service %s (%v)", landing, err)
+	}
 
 	// `fabric observe` on the deathstar's node shows the xwing's drop with
 	// its reason, identities and labels.

@@ -243,6 +243,9 @@ type Flow struct {
 	Proto     string    `json:"proto"`
 	Source    FlowPeer  `json:"source"`
 	Dest      FlowPeer  `json:"destination"`
+	// Service is the frontend (IP:port) a workload's connection was sent
+	// to, when the datapath translated it to Dest.
+	Service string `json:"service,omitempty"`
 }
 
 // FlowPeer is one end of a flow.

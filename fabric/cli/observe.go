@@ -51,8 +51,12 @@ func newObserveCmd() *cobra.Command {
 				if fl.Reason != "" {
 					verdict += " (" + fl.Reason + ")"
 				}
+				dest := describePeer(fl.Dest)
+				if fl.Service != "" {
+					dest = "service " + fl.Service + " → " + dest
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", fl.Time.Local().Format("15:04:05.000"), fl.Node,
-					describePeer(fl.Source), describePeer(fl.Dest), fl.Proto, fl.Event, verdict)
+					describePeer(fl.Source), dest, fl.Proto, fl.Event, verdict)
 				if follow {
 					return tw.Flush()
 				}
