@@ -226,7 +226,7 @@ func TestLXCRoutingDecisionRoot(t *testing.T) {
 	// The receiving side: feed a Geneve packet for this node into the
 	// underlay program; it must come out decapsulated for the endpoint.
 	enc := append([]byte{}, out...)
-	copy(enc[0:6], loMAC) // to lo, where BPF_PROG_TEST_RUN puts the program; not to another host
+	copy(enc[0:6], loMAC)                                         // to lo, where BPF_PROG_TEST_RUN puts the program; not to another host
 	copy(enc[14+12:], netip.MustParseAddr("10.77.0.2").AsSlice()) // from the other node
 	copy(enc[14+16:], netip.MustParseAddr("10.77.0.1").AsSlice()) // to us
 	binary.BigEndian.PutUint16(enc[14+10:], 0)
