@@ -219,6 +219,10 @@ func TestLabConcurrentAllocationsWithLeaderKills(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	// The last restarted agent may still be starting.
+	if err := l.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
 
 	eps, err := l.Client(names[0]).Endpoints(ctx, true)
 	if err != nil {

@@ -79,9 +79,14 @@ func (n *nodeState) running() bool {
 	// command line reads as empty for a moment: look again before calling
 	// it gone. Only here, for one known pid: sweeps over every process
 	// would wait on each kernel thread.
-	for try := 0; try < 20; try++ {
+	// A loaded machine can take a while to load the binary: up to a
+	// second, unless the process turns out to be a zombie.
+	for try := 0; try < 200; try++ {
 		if hasArg(n.PID, ours) {
 			return true
+		}
+		if _, st, err := procInfo(n.PID); err != nil || st == 'Z' {
+			return false
 		}
 		if args, err := procCmdline(n.PID); err != nil || len(args) != 1 || args[0] != "" {
 			return false
