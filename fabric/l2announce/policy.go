@@ -75,10 +75,10 @@ func (p *Policy) Validate() error {
 	if p.Name == "" {
 		return errors.New("l2announce: policy name (metadata.name) is empty; give the policy a name")
 	}
-	if err := validateSelector(p.ServiceSelector); err != nil {
+	if err := p.ServiceSelector.Validate(); err != nil {
 		return fmt.Errorf("l2announce: policy %q: spec.serviceSelector.%w", p.Name, err)
 	}
-	if err := validateSelector(p.NodeSelector); err != nil {
+	if err := p.NodeSelector.Validate(); err != nil {
 		return fmt.Errorf("l2announce: policy %q: spec.nodeSelector.%w", p.Name, err)
 	}
 	p.compiled = nil // a fresh slice: copies of p may share the old one
@@ -158,30 +158,4 @@ func (p Policy) Interfaces(available []string) []string {
 		}
 	}
 	return out
-}
-
-func validateSelector(s lbipam.Selector) error {
-	for k := range s.MatchLabels {
-		if k == "" {
-			return errors.New("matchLabels has an empty key; give the label's name")
-		}
-	}
-	for i, r := range s.MatchExpressions {
-		if r.Key == "" {
-			return fmt.Errorf("matchExpressions[%d].key is empty; give the label's name", i)
-		}
-		switch r.Operator {
-		case lbipam.OpIn, lbipam.OpNotIn:
-			if len(r.Values) == 0 {
-				return fmt.Errorf("matchExpressions[%d]: operator %s needs at least one value; add values", i, r.Operator)
-			}
-		case lbipam.OpExists, lbipam.OpDoesNotExist:
-			if len(r.Values) != 0 {
-				return fmt.Errorf("matchExpressions[%d]: operator %s takes no values; remove values", i, r.Operator)
-			}
-		default:
-			return fmt.Errorf("matchExpressions[%d].operator %q is unknown; use In, NotIn, Exists or DoesNotExist", i, r.Operator)
-		}
-	}
-	return nil
 }

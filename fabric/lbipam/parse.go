@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/fabric-net/fabric/fabric/suggest"
+	"github.com/fabric-net/fabric/fabric/manifest"
 )
 
 // Kinds and API versions ParsePools accepts.
@@ -52,9 +51,9 @@ func ParsePools(data []byte) ([]Pool, error) {
 			errs = append(errs, fmt.Errorf("lbipam: document %d: %w; fix the YAML syntax", doc, err))
 			break
 		}
-		p := &parser{doc: doc}
+		p := &parser{manifest.Reader{Prefix: "lbipam", Doc: doc}}
 		pools = append(pools, p.document(&n)...)
-		errs = append(errs, p.errs...)
+		errs = append(errs, p.Errs...)
 	}
 	if len(errs) == 0 {
 		if err := CheckOverlaps(pools); err != nil {
@@ -67,111 +66,7 @@ func ParsePools(data []byte) ([]Pool, error) {
 	return pools, nil
 }
 
-type parser struct {
-	doc  int
-	errs []error
-}
-
-func (p *parser) errorf(n *yaml.Node, path, format string, args ...any) {
-	where := fmt.Sprintf("document %d", p.doc)
-	if n != nil && n.Line > 0 {
-		where += fmt.Sprintf(", line %d", n.Line)
-	}
-	if path != "" {
-		path += ": "
-	}
-	p.errs = append(p.errs, fmt.Errorf("lbipam: %s: %s%s", where, path, fmt.Sprintf(format, args...)))
-}
-
-// deref follows aliases; the schema is shallow and only known fields are
-// descended into, so recursive anchors cannot loop.
-func deref(n *yaml.Node) *yaml.Node {
-	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 16; i++ {
-		n = n.Alias
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool {
-	n = deref(n)
-	return n == nil || n.Kind == 0 || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
-}
-
-// fields returns the mapping n's values by key and reports every key not in
-// known (ignored keys are accepted and left out).
-func (p *parser) fields(n *yaml.Node, path string, known, ignored []string) map[string]*yaml.Node {
-	n = deref(n)
-	out := map[string]*yaml.Node{}
-	if isNull(n) {
-		return out
-	}
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, path, "is a %s, not a mapping; write it as key: value lines", kindName(n))
-		return out
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := deref(n.Content[i]), n.Content[i+1]
-		if k == nil || k.Kind != yaml.ScalarNode {
-			p.errorf(n.Content[i], path, "has a key that is not a plain name; use field names as keys")
-			continue
-		}
-		switch {
-		case slices.Contains(known, k.Value):
-			out[k.Value] = v
-		case slices.Contains(ignored, k.Value):
-		default:
-			msg := fmt.Sprintf("unknown field %q; known fields are %s", k.Value, strings.Join(known, ", "))
-			if s := suggest.Closest(k.Value, known); s != "" {
-				msg += fmt.Sprintf(" (did you mean %q?)", s)
-			}
-			p.errorf(k, join(path, k.Value), "%s", msg)
-		}
-	}
-	return out
-}
-
-func (p *parser) str(n *yaml.Node, path string) (string, bool) {
-	n = deref(n)
-	if n == nil || n.Kind != yaml.ScalarNode || n.ShortTag() == "!!null" {
-		p.errorf(n, path, "is a %s; give a string", kindName(n))
-		return "", false
-	}
-	return n.Value, true
-}
-
-func (p *parser) list(n *yaml.Node, path string) []*yaml.Node {
-	n = deref(n)
-	if isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, path, "is a %s, not a list; write one \"- \" item per line", kindName(n))
-		return nil
-	}
-	return n.Content
-}
-
-func (p *parser) stringMap(n *yaml.Node, path string) map[string]string {
-	n = deref(n)
-	if isNull(n) {
-		return nil
-	}
-	if n.Kind != yaml.MappingNode {
-		p.errorf(n, path, "is a %s, not a mapping; write key: value lines", kindName(n))
-		return nil
-	}
-	out := map[string]string{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, ok := p.str(n.Content[i], path+" key")
-		if !ok {
-			continue
-		}
-		if v, ok := p.str(n.Content[i+1], join(path, k)); ok {
-			out[k] = v
-		}
-	}
-	return out
-}
+type parser struct{ manifest.Reader }
 
 func (p *parser) document(n *yaml.Node) []Pool {
 	if n.Kind == yaml.DocumentNode {
@@ -180,20 +75,20 @@ func (p *parser) document(n *yaml.Node) []Pool {
 		}
 		n = n.Content[0]
 	}
-	if isNull(n) {
+	if manifest.IsNull(n) {
 		return nil // an empty document, as "---" at the end of a file makes
 	}
-	top := p.fields(n, "", []string{"apiVersion", "kind", "metadata", "spec", "items"}, []string{"status"})
-	if len(p.errs) > 0 {
+	top := p.Fields(n, "", []string{"apiVersion", "kind", "metadata", "spec", "items"}, []string{"status"})
+	if len(p.Errs) > 0 {
 		return nil
 	}
 	kind := ""
 	if k, ok := top["kind"]; ok {
-		kind, _ = p.str(k, "kind")
+		kind, _ = p.Str(k, "kind")
 	}
 	if kind == "List" || kind == Kind+"List" {
 		var pools []Pool
-		for i, item := range p.list(top["items"], "items") {
+		for i, item := range p.List(top["items"], "items") {
 			if pool, ok := p.pool(item, fmt.Sprintf("items[%d].", i)); ok {
 				pools = append(pools, pool)
 			}
@@ -201,7 +96,7 @@ func (p *parser) document(n *yaml.Node) []Pool {
 		return pools
 	}
 	if _, ok := top["items"]; ok {
-		p.errorf(top["items"], "items", "only a kind: List has items; remove items or set kind: List")
+		p.Errorf(top["items"], "items", "only a kind: List has items; remove items or set kind: List")
 		return nil
 	}
 	if pool, ok := p.pool(n, ""); ok {
@@ -219,50 +114,50 @@ var ignoredMetadata = []string{
 // pool parses one CiliumLoadBalancerIPPool object; prefix is the path of the
 // object inside its document.
 func (p *parser) pool(n *yaml.Node, prefix string) (Pool, bool) {
-	before := len(p.errs)
-	f := p.fields(n, strings.TrimSuffix(prefix, "."), []string{"apiVersion", "kind", "metadata", "spec"}, []string{"status"})
-	if len(p.errs) > before {
+	before := len(p.Errs)
+	f := p.Fields(n, strings.TrimSuffix(prefix, "."), []string{"apiVersion", "kind", "metadata", "spec"}, []string{"status"})
+	if len(p.Errs) > before {
 		return Pool{}, false
 	}
 	for _, k := range []string{"apiVersion", "kind"} {
 		if _, ok := f[k]; !ok {
-			p.errorf(deref(n), prefix+k, "is missing; start the object with apiVersion: %s and kind: %s", APIVersionV2, Kind)
+			p.Errorf(manifest.Deref(n), prefix+k, "is missing; start the object with apiVersion: %s and kind: %s", APIVersionV2, Kind)
 		}
 	}
-	if len(p.errs) > before {
+	if len(p.Errs) > before {
 		return Pool{}, false
 	}
-	version, _ := p.str(f["apiVersion"], prefix+"apiVersion")
+	version, _ := p.Str(f["apiVersion"], prefix+"apiVersion")
 	if version != APIVersionV2 && version != APIVersionV2Alpha {
-		p.errorf(f["apiVersion"], prefix+"apiVersion", "%q is not a CiliumLoadBalancerIPPool version; use %s or %s", version, APIVersionV2, APIVersionV2Alpha)
+		p.Errorf(f["apiVersion"], prefix+"apiVersion", "%q is not a CiliumLoadBalancerIPPool version; use %s or %s", version, APIVersionV2, APIVersionV2Alpha)
 	}
-	if kind, ok := p.str(f["kind"], prefix+"kind"); ok && kind != Kind {
-		p.errorf(f["kind"], prefix+"kind", "%q is not accepted here; only %s objects (or a List of them) describe load-balancer pools", kind, Kind)
+	if kind, ok := p.Str(f["kind"], prefix+"kind"); ok && kind != Kind {
+		p.Errorf(f["kind"], prefix+"kind", "%q is not accepted here; only %s objects (or a List of them) describe load-balancer pools", kind, Kind)
 	}
-	if len(p.errs) > before {
+	if len(p.Errs) > before {
 		return Pool{}, false
 	}
 
 	var pool Pool
-	meta := p.fields(f["metadata"], prefix+"metadata", []string{"name", "labels", "annotations"}, ignoredMetadata)
+	meta := p.Fields(f["metadata"], prefix+"metadata", []string{"name", "labels", "annotations"}, ignoredMetadata)
 	if v, ok := meta["name"]; ok {
-		pool.Name, _ = p.str(v, prefix+"metadata.name")
+		pool.Name, _ = p.Str(v, prefix+"metadata.name")
 	} else {
-		p.errorf(deref(n), prefix+"metadata.name", "is missing; give the pool a name")
+		p.Errorf(manifest.Deref(n), prefix+"metadata.name", "is missing; give the pool a name")
 	}
-	p.stringMap(meta["labels"], prefix+"metadata.labels") // checked, not used
-	ann := p.stringMap(meta["annotations"], prefix+"metadata.annotations")
+	p.StringMap(meta["labels"], prefix+"metadata.labels") // checked, not used
+	ann := p.StringMap(meta["annotations"], prefix+"metadata.annotations")
 	for k, v := range ann {
 		path := prefix + "metadata.annotations." + k
 		switch {
 		case k == AnnotationExclude:
 			x, err := parseAddrList(v)
 			if err != nil {
-				p.errorf(meta["annotations"], path, "%v", err)
+				p.Errorf(meta["annotations"], path, "%v", err)
 			}
 			pool.Exclude = x
 		case strings.HasPrefix(k, annotationPrefix):
-			p.errorf(meta["annotations"], path, "unknown Fabric annotation; the only pool annotation is %s", AnnotationExclude)
+			p.Errorf(meta["annotations"], path, "unknown Fabric annotation; the only pool annotation is %s", AnnotationExclude)
 		}
 	}
 
@@ -270,56 +165,56 @@ func (p *parser) pool(n *yaml.Node, prefix string) (Pool, bool) {
 	if version == APIVersionV2Alpha {
 		specFields = append(specFields, "cidrs") // the deprecated name of blocks
 	}
-	if isNull(f["spec"]) {
-		p.errorf(deref(n), prefix+"spec", "is missing; add spec.blocks with the pool's addresses")
+	if manifest.IsNull(f["spec"]) {
+		p.Errorf(manifest.Deref(n), prefix+"spec", "is missing; add spec.blocks with the pool's addresses")
 		return Pool{}, false
 	}
-	spec := p.fields(f["spec"], prefix+"spec", specFields, nil)
+	spec := p.Fields(f["spec"], prefix+"spec", specFields, nil)
 	blocksKey := "blocks"
 	if _, ok := spec["cidrs"]; ok {
 		if _, both := spec["blocks"]; both {
-			p.errorf(spec["cidrs"], prefix+"spec.cidrs", "is the deprecated name of spec.blocks and both are set; keep only blocks")
+			p.Errorf(spec["cidrs"], prefix+"spec.cidrs", "is the deprecated name of spec.blocks and both are set; keep only blocks")
 		}
 		blocksKey = "cidrs"
 	}
-	for i, b := range p.list(spec[blocksKey], prefix+"spec."+blocksKey) {
+	for i, b := range p.List(spec[blocksKey], prefix+"spec."+blocksKey) {
 		pool.Blocks = append(pool.Blocks, p.block(b, fmt.Sprintf("%sspec.%s[%d]", prefix, blocksKey, i)))
 	}
 	if s, ok := spec["serviceSelector"]; ok {
 		pool.ServiceSelector = p.selector(s, prefix+"spec.serviceSelector")
 	}
 	if d, ok := spec["disabled"]; ok {
-		if err := deref(d).Decode(&pool.Disabled); err != nil || deref(d).ShortTag() != "!!bool" {
-			p.errorf(d, prefix+"spec.disabled", "%q is not a boolean; write true or false", deref(d).Value)
+		if err := manifest.Deref(d).Decode(&pool.Disabled); err != nil || manifest.Deref(d).ShortTag() != "!!bool" {
+			p.Errorf(d, prefix+"spec.disabled", "%q is not a boolean; write true or false", manifest.Deref(d).Value)
 		}
 	}
 	if a, ok := spec["allowFirstLastIPs"]; ok {
-		switch v, _ := p.str(a, prefix+"spec.allowFirstLastIPs"); v {
+		switch v, _ := p.Str(a, prefix+"spec.allowFirstLastIPs"); v {
 		case "Yes":
 		case "No":
 			pool.ReserveFirstLastIPs = true
 		default:
-			p.errorf(a, prefix+"spec.allowFirstLastIPs", "%q is not accepted; write \"Yes\" (the default: first and last addresses of CIDRs are handed out) or \"No\"", v)
+			p.Errorf(a, prefix+"spec.allowFirstLastIPs", "%q is not accepted; write \"Yes\" (the default: first and last addresses of CIDRs are handed out) or \"No\"", v)
 		}
 	}
-	if len(p.errs) > before {
+	if len(p.Errs) > before {
 		return Pool{}, false
 	}
 	if err := pool.Validate(); err != nil {
-		p.errorf(deref(n), strings.TrimSuffix(prefix, "."), "%v", err)
+		p.Errorf(manifest.Deref(n), strings.TrimSuffix(prefix, "."), "%v", err)
 		return Pool{}, false
 	}
 	return pool, true
 }
 
 func (p *parser) block(n *yaml.Node, path string) Block {
-	f := p.fields(n, path, []string{"cidr", "start", "stop"}, nil)
+	f := p.Fields(n, path, []string{"cidr", "start", "stop"}, nil)
 	var b Block
 	if v, ok := f["cidr"]; ok {
-		if s, ok := p.str(v, path+".cidr"); ok {
+		if s, ok := p.Str(v, path+".cidr"); ok {
 			c, err := netip.ParsePrefix(strings.TrimSpace(s))
 			if err != nil {
-				p.errorf(v, path+".cidr", "%q is not a CIDR; write address/length, e.g. 10.0.10.0/24 or 2001:db8::/64", s)
+				p.Errorf(v, path+".cidr", "%q is not a CIDR; write address/length, e.g. 10.0.10.0/24 or 2001:db8::/64", s)
 			}
 			b.CIDR = c
 		}
@@ -329,13 +224,13 @@ func (p *parser) block(n *yaml.Node, path string) Block {
 		if !ok {
 			continue
 		}
-		s, ok := p.str(v, path+"."+k)
+		s, ok := p.Str(v, path+"."+k)
 		if !ok {
 			continue
 		}
 		a, err := netip.ParseAddr(strings.TrimSpace(s))
 		if err != nil {
-			p.errorf(v, path+"."+k, "%q is not an IP address; write one address, e.g. 10.0.10.100", s)
+			p.Errorf(v, path+"."+k, "%q is not an IP address; write one address, e.g. 10.0.10.100", s)
 		}
 		if k == "start" {
 			b.Start = a
@@ -347,23 +242,23 @@ func (p *parser) block(n *yaml.Node, path string) Block {
 }
 
 func (p *parser) selector(n *yaml.Node, path string) Selector {
-	f := p.fields(n, path, []string{"matchLabels", "matchExpressions"}, nil)
-	s := Selector{MatchLabels: p.stringMap(f["matchLabels"], path+".matchLabels")}
-	for i, e := range p.list(f["matchExpressions"], path+".matchExpressions") {
+	f := p.Fields(n, path, []string{"matchLabels", "matchExpressions"}, nil)
+	s := Selector{MatchLabels: p.StringMap(f["matchLabels"], path+".matchLabels")}
+	for i, e := range p.List(f["matchExpressions"], path+".matchExpressions") {
 		ep := fmt.Sprintf("%s.matchExpressions[%d]", path, i)
-		ef := p.fields(e, ep, []string{"key", "operator", "values"}, nil)
+		ef := p.Fields(e, ep, []string{"key", "operator", "values"}, nil)
 		var r Requirement
 		if v, ok := ef["key"]; ok {
-			r.Key, _ = p.str(v, ep+".key")
+			r.Key, _ = p.Str(v, ep+".key")
 		}
 		if v, ok := ef["operator"]; ok {
-			op, _ := p.str(v, ep+".operator")
+			op, _ := p.Str(v, ep+".operator")
 			r.Operator = Operator(op)
 		} else {
-			p.errorf(deref(e), ep+".operator", "is missing; use In, NotIn, Exists or DoesNotExist")
+			p.Errorf(manifest.Deref(e), ep+".operator", "is missing; use In, NotIn, Exists or DoesNotExist")
 		}
-		for j, v := range p.list(ef["values"], ep+".values") {
-			if s, ok := p.str(v, fmt.Sprintf("%s.values[%d]", ep, j)); ok {
+		for j, v := range p.List(ef["values"], ep+".values") {
+			if s, ok := p.Str(v, fmt.Sprintf("%s.values[%d]", ep, j)); ok {
 				r.Values = append(r.Values, s)
 			}
 		}
@@ -404,28 +299,4 @@ func parseAddrList(s string) ([]Block, error) {
 		out = append(out, b)
 	}
 	return out, nil
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-func kindName(n *yaml.Node) string {
-	switch {
-	case n == nil || n.Kind == 0:
-		return "missing value"
-	case n.Kind == yaml.MappingNode:
-		return "mapping"
-	case n.Kind == yaml.SequenceNode:
-		return "list"
-	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null":
-		return "empty value"
-	case n.Kind == yaml.ScalarNode:
-		return fmt.Sprintf("value %q", n.Value)
-	default:
-		return "alias"
-	}
 }

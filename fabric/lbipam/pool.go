@@ -159,7 +159,9 @@ func (s Selector) Matches(labels map[string]string) bool {
 	return true
 }
 
-func (s Selector) validate() error {
+// Validate says what is wrong with the selector, if anything: empty keys,
+// unknown operators, values where none belong or none where some do.
+func (s Selector) Validate() error {
 	for k := range s.MatchLabels {
 		if k == "" {
 			return errors.New("matchLabels has an empty key; give the label's name")
@@ -202,7 +204,7 @@ func (p Pool) Validate() error {
 	if err := checkOverlapsWithin(p.Name, p.Blocks); err != nil {
 		return err
 	}
-	if err := p.ServiceSelector.validate(); err != nil {
+	if err := p.ServiceSelector.Validate(); err != nil {
 		return fmt.Errorf("pool %q: spec.serviceSelector.%w", p.Name, err)
 	}
 	for i, x := range p.Exclude {

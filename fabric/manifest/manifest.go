@@ -1,0 +1,173 @@
+// Package manifest reads Kubernetes-shaped YAML manifests strictly, node by
+// node, so that every mistake is reported with its document, line and field
+// path and what to write instead, and all mistakes of a document are
+// reported together. It owns the walking and the wording of errors; the
+// packages that own a kind (lbipam's pools, l2announce's policies) own its
+// schema and call it.
+package manifest
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/fabric-net/fabric/fabric/suggest"
+)
+
+// Reader collects the errors of one document. Prefix names the reading
+// package in each error ("lbipam"); Doc is the document's 1-based number
+// in its stream.
+type Reader struct {
+	Prefix string
+	Doc    int
+	Errs   []error
+}
+
+// Errorf records an error about node n at path ("spec.blocks[0].cidr").
+func (r *Reader) Errorf(n *yaml.Node, path, format string, args ...any) {
+	where := fmt.Sprintf("document %d", r.Doc)
+	if n != nil && n.Line > 0 {
+		where += fmt.Sprintf(", line %d", n.Line)
+	}
+	if path != "" {
+		path += ": "
+	}
+	r.Errs = append(r.Errs, fmt.Errorf("%s: %s: %s%s", r.Prefix, where, path, fmt.Sprintf(format, args...)))
+}
+
+// Deref follows aliases a bounded number of times: readers descend only
+// into known fields of shallow schemas, so recursive anchors cannot loop.
+func Deref(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 16; i++ {
+		n = n.Alias
+	}
+	return n
+}
+
+// IsNull reports whether n is absent or an explicit null.
+func IsNull(n *yaml.Node) bool {
+	n = Deref(n)
+	return n == nil || n.Kind == 0 || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// Fields returns mapping n's values by key. A key in neither known nor
+// ignored is an error with a did-you-mean hint, and so is a key given
+// twice.
+func (r *Reader) Fields(n *yaml.Node, path string, known, ignored []string) map[string]*yaml.Node {
+	n = Deref(n)
+	out := map[string]*yaml.Node{}
+	if IsNull(n) {
+		return out
+	}
+	if n.Kind != yaml.MappingNode {
+		r.Errorf(n, path, "is a %s, not a mapping; write it as key: value lines", KindName(n))
+		return out
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := Deref(n.Content[i]), n.Content[i+1]
+		if k == nil || k.Kind != yaml.ScalarNode {
+			r.Errorf(n.Content[i], path, "has a key that is not a plain name; use field names as keys")
+			continue
+		}
+		switch {
+		case slices.Contains(known, k.Value):
+			if _, dup := out[k.Value]; dup {
+				r.Errorf(k, Join(path, k.Value), "is given twice; keep one")
+			}
+			out[k.Value] = v
+		case slices.Contains(ignored, k.Value):
+		default:
+			msg := fmt.Sprintf("unknown field %q; known fields are %s", k.Value, strings.Join(known, ", "))
+			if s := suggest.Closest(k.Value, known); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			r.Errorf(k, Join(path, k.Value), "%s", msg)
+		}
+	}
+	return out
+}
+
+// Str reads a scalar as a string.
+func (r *Reader) Str(n *yaml.Node, path string) (string, bool) {
+	n = Deref(n)
+	if n == nil || n.Kind != yaml.ScalarNode || n.ShortTag() == "!!null" {
+		r.Errorf(n, path, "is a %s; give a string", KindName(n))
+		return "", false
+	}
+	return n.Value, true
+}
+
+// Bool reads true or false.
+func (r *Reader) Bool(n *yaml.Node, path string) bool {
+	d := Deref(n)
+	var b bool
+	if d == nil || d.Kind != yaml.ScalarNode || d.ShortTag() != "!!bool" || d.Decode(&b) != nil {
+		r.Errorf(n, path, "is a %s, not a boolean; write true or false", KindName(d))
+		return false
+	}
+	return b
+}
+
+// List returns a sequence's items; absent or null is an empty list.
+func (r *Reader) List(n *yaml.Node, path string) []*yaml.Node {
+	n = Deref(n)
+	if IsNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		r.Errorf(n, path, "is a %s, not a list; write one \"- \" item per line", KindName(n))
+		return nil
+	}
+	return n.Content
+}
+
+// StringMap reads a mapping of strings to strings (labels, annotations).
+func (r *Reader) StringMap(n *yaml.Node, path string) map[string]string {
+	n = Deref(n)
+	if IsNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		r.Errorf(n, path, "is a %s, not a mapping; write key: value lines", KindName(n))
+		return nil
+	}
+	out := map[string]string{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, ok := r.Str(n.Content[i], path+" key")
+		if !ok {
+			continue
+		}
+		if v, ok := r.Str(n.Content[i+1], Join(path, k)); ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// Join extends a field path: Join("spec", "blocks") is "spec.blocks".
+func Join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// KindName describes what a node is, for errors.
+func KindName(n *yaml.Node) string {
+	switch {
+	case n == nil || n.Kind == 0:
+		return "missing value"
+	case n.Kind == yaml.MappingNode:
+		return "mapping"
+	case n.Kind == yaml.SequenceNode:
+		return "list"
+	case n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null":
+		return "empty value"
+	case n.Kind == yaml.ScalarNode:
+		return fmt.Sprintf("value %q", n.Value)
+	default:
+		return "alias"
+	}
+}
