@@ -109,7 +109,7 @@ func main() {
 	// Fabric's Apply adds a service in about 16 ms on the 2-core VM (each
 	// Maglev table is a new inner map, and updating a map of maps waits for
 	// an RCU grace period), so 100k would take about half an hour.
-	flag.IntVar(&o.svcMax, "services-max", 5000, "services: the most services loaded; sizes of the plan (10 to 100k) above it are replaced by it")
+	flag.IntVar(&o.svcMax, "services-max", 100000, "services: the most services loaded; sizes of the plan (10 to 100k) above it are replaced by it")
 	flag.IntVar(&o.svcCalls, "svc-calls", 20_000, "services: BPF_PROG_TEST_RUN calls per case and size (at most about 19k: each new-connection call takes a fresh source port)")
 	flag.IntVar(&o.svcConns, "svc-conns", 3000, "services: connections per cell of the connection-rate benchmark")
 	flag.IntVar(&o.svcWorkers, "svc-workers", 2, "services: concurrent client workers")
