@@ -43,6 +43,21 @@ if [ ${#need[@]} -gt 0 ]; then
 	need=($(printf '%s\n' "${need[@]}" | sort -u))
 	echo "installing: ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
+	# FRR, etcd and gobgpd are daemons the tests and benchmarks start
+	# themselves, inside namespaces; their packages must not start them in
+	# the machine's own namespace. policy-rc.d (exit 101) forbids it for the
+	# length of the install, unless the machine already has one.
+	own_policy=
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 755 /usr/sbin/policy-rc.d
+		own_policy=1
+		trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+	fi
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	if [ -n "$own_policy" ]; then
+		rm -f /usr/sbin/policy-rc.d
+		trap - EXIT
+	fi
 fi
