@@ -107,9 +107,16 @@ func TestLabBGP(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	out, err := l.Exec(ctx, lab.RouterMember, "ip", "-j", "route", "show", host)
-	if err != nil || strings.Count(string(out), `"gateway"`) != 2 {
-		t.Errorf("the router's kernel route to %s has not 2 next hops: %s (%v)", host, out, err)
+	// zebra installs FRR's choice into the router's kernel a moment later.
+	for {
+		out, err := l.Exec(ctx, lab.RouterMember, "ip", "-j", "route", "show", host)
+		if err == nil && strings.Count(string(out), `"gateway"`) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the router's kernel route to %s has not 2 next hops: %s (%v)", host, out, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	res := who(t, ctx, l, lab.ExtMember, netip.AddrPortFrom(lbip, 80), 40, 0)
 	got := spread(res)

@@ -85,12 +85,27 @@ func TestLabPolicyDeathstar(t *testing.T) {
 	}
 
 	c := l.Client("c1-n1")
+	before := time.Now()
 	infos, err := c.ApplyPolicies(ctx, []byte(deathstarPolicy))
 	if err != nil {
 		t.Fatal(err)
 	}
 	applied := time.Now()
 	t.Logf("applied %s/%s", infos[0].Namespace, infos[0].Name)
+	// The deathstar's node programs it into its datapath at once: its
+	// next Apply follows the write on another node within milliseconds.
+	for {
+		st, err := l.Client("c1-n2").Status(ctx)
+		if err == nil && st.Datapath.LastApply.After(before) {
+			t.Logf("policy programmed on c1-n2 %s after the apply was sent to c1-n1 (%s of it the apply's own round trip)",
+				st.Datapath.LastApply.Sub(before).Round(time.Millisecond), applied.Sub(before).Round(time.Millisecond))
+			break
+		}
+		if time.Since(applied) > 2*time.Second {
+			t.Fatalf("c1-n2's datapath not programmed 2s after the apply (last apply %v)", st.Datapath.LastApply)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	// Enforced everywhere quickly: the xwing on the other node is cut off.
 	for probe(t, ctx, l, "xwing", "tcp", deathstar) {
 		if time.Since(applied) > 5*time.Second {
