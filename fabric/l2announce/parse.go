@@ -1,10 +1,8 @@
 package l2announce
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -21,23 +19,9 @@ import (
 // line, the field path and what to write instead; all errors found are
 // joined. Policies come back validated, in the order written.
 func ParsePolicies(data []byte) ([]Policy, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var out []Policy
-	var errs []error
-	for doc := 1; ; doc++ {
-		var n yaml.Node
-		err := dec.Decode(&n)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("l2announce: document %d: %w; fix the YAML syntax", doc, err))
-			break
-		}
-		p := &parser{manifest.Reader{Prefix: "l2announce", Doc: doc}}
-		out = append(out, p.document(&n)...)
-		errs = append(errs, p.Errs...)
-	}
+	out, errs := manifest.Parse(data, "l2announce", Kind, func(r *manifest.Reader, n *yaml.Node, path string) (Policy, bool) {
+		return (&parser{r}).policy(n, path)
+	})
 	seen := map[string]bool{}
 	for _, pol := range out {
 		if seen[pol.Name] {
@@ -51,44 +35,7 @@ func ParsePolicies(data []byte) ([]Policy, error) {
 	return out, nil
 }
 
-type parser struct{ manifest.Reader }
-
-func (p *parser) document(n *yaml.Node) []Policy {
-	if n.Kind == yaml.DocumentNode {
-		if len(n.Content) == 0 {
-			return nil
-		}
-		n = n.Content[0]
-	}
-	if manifest.IsNull(n) {
-		return nil // an empty document, as a trailing "---" makes
-	}
-	top := p.Fields(n, "", []string{"apiVersion", "kind", "metadata", "spec", "items"}, []string{"status"})
-	if len(p.Errs) > 0 {
-		return nil
-	}
-	kind := ""
-	if k, ok := top["kind"]; ok {
-		kind, _ = p.Str(k, "kind")
-	}
-	if kind == "List" || kind == Kind+"List" {
-		var out []Policy
-		for i, item := range p.List(top["items"], "items") {
-			if pol, ok := p.policy(item, fmt.Sprintf("items[%d].", i)); ok {
-				out = append(out, pol)
-			}
-		}
-		return out
-	}
-	if _, ok := top["items"]; ok {
-		p.Errorf(top["items"], "items", "only a kind: List has items; remove items or set kind: List")
-		return nil
-	}
-	if pol, ok := p.policy(n, ""); ok {
-		return []Policy{pol}
-	}
-	return nil
-}
+type parser struct{ *manifest.Reader }
 
 var ignoredMetadata = []string{
 	"namespace", "uid", "resourceVersion", "generation", "creationTimestamp",

@@ -1,10 +1,8 @@
 package lbipam
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"strings"
 
@@ -38,23 +36,9 @@ const annotationPrefix = "lbipam.fabric.io/"
 // each other for overlaps. Every error names the document, the line, the
 // field path and what to write instead; all errors found are joined.
 func ParsePools(data []byte) ([]Pool, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var pools []Pool
-	var errs []error
-	for doc := 1; ; doc++ {
-		var n yaml.Node
-		err := dec.Decode(&n)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("lbipam: document %d: %w; fix the YAML syntax", doc, err))
-			break
-		}
-		p := &parser{manifest.Reader{Prefix: "lbipam", Doc: doc}}
-		pools = append(pools, p.document(&n)...)
-		errs = append(errs, p.Errs...)
-	}
+	pools, errs := manifest.Parse(data, "lbipam", Kind, func(r *manifest.Reader, n *yaml.Node, path string) (Pool, bool) {
+		return (&parser{r}).pool(n, path)
+	})
 	if len(errs) == 0 {
 		if err := CheckOverlaps(pools); err != nil {
 			errs = append(errs, fmt.Errorf("lbipam: %w", err))
@@ -66,44 +50,7 @@ func ParsePools(data []byte) ([]Pool, error) {
 	return pools, nil
 }
 
-type parser struct{ manifest.Reader }
-
-func (p *parser) document(n *yaml.Node) []Pool {
-	if n.Kind == yaml.DocumentNode {
-		if len(n.Content) == 0 {
-			return nil
-		}
-		n = n.Content[0]
-	}
-	if manifest.IsNull(n) {
-		return nil // an empty document, as "---" at the end of a file makes
-	}
-	top := p.Fields(n, "", []string{"apiVersion", "kind", "metadata", "spec", "items"}, []string{"status"})
-	if len(p.Errs) > 0 {
-		return nil
-	}
-	kind := ""
-	if k, ok := top["kind"]; ok {
-		kind, _ = p.Str(k, "kind")
-	}
-	if kind == "List" || kind == Kind+"List" {
-		var pools []Pool
-		for i, item := range p.List(top["items"], "items") {
-			if pool, ok := p.pool(item, fmt.Sprintf("items[%d].", i)); ok {
-				pools = append(pools, pool)
-			}
-		}
-		return pools
-	}
-	if _, ok := top["items"]; ok {
-		p.Errorf(top["items"], "items", "only a kind: List has items; remove items or set kind: List")
-		return nil
-	}
-	if pool, ok := p.pool(n, ""); ok {
-		return []Pool{pool}
-	}
-	return nil
-}
+type parser struct{ *manifest.Reader }
 
 var ignoredMetadata = []string{
 	"namespace", "uid", "resourceVersion", "generation", "creationTimestamp",

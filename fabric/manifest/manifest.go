@@ -7,7 +7,10 @@
 package manifest
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 
@@ -170,4 +173,76 @@ func KindName(n *yaml.Node) string {
 	default:
 		return "alias"
 	}
+}
+
+// Parse reads every document of a YAML stream and hands each object to
+// object: the document itself, or each item of a "kind: List" (or
+// "<kind>List", as kubectl prints). object gets the Reader of its document,
+// the object's node and its path prefix ("" or "items[2]."), records its
+// errors on the Reader and says whether it produced a value. Parse returns
+// the values in the order written and every error of every document; a
+// YAML syntax error ends the stream, since the decoder cannot resume.
+func Parse[T any](data []byte, prefix, kind string, object func(r *Reader, n *yaml.Node, path string) (T, bool)) ([]T, []error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var (
+		out  []T
+		errs []error
+	)
+	for doc := 1; ; doc++ {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: document %d: %w; fix the YAML syntax", prefix, doc, err))
+			break
+		}
+		r := &Reader{Prefix: prefix, Doc: doc}
+		for _, o := range r.objects(&n, kind) {
+			if v, ok := object(r, o.n, o.path); ok {
+				out = append(out, v)
+			}
+		}
+		errs = append(errs, r.Errs...)
+	}
+	return out, errs
+}
+
+type object struct {
+	n    *yaml.Node
+	path string
+}
+
+// objects returns the objects of document n.
+func (r *Reader) objects(n *yaml.Node, kind string) []object {
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return nil
+		}
+		n = n.Content[0]
+	}
+	if IsNull(n) {
+		return nil // an empty document, as "---" at the end of a file makes
+	}
+	top := r.Fields(n, "", []string{"apiVersion", "kind", "metadata", "spec", "items"}, []string{"status"})
+	if len(r.Errs) > 0 {
+		return nil
+	}
+	k := ""
+	if kn, ok := top["kind"]; ok {
+		k, _ = r.Str(kn, "kind")
+	}
+	if k == "List" || k == kind+"List" {
+		var out []object
+		for i, item := range r.List(top["items"], "items") {
+			out = append(out, object{item, fmt.Sprintf("items[%d].", i)})
+		}
+		return out
+	}
+	if _, ok := top["items"]; ok {
+		r.Errorf(top["items"], "items", "only a kind: List has items; remove items or set kind: List")
+		return nil
+	}
+	return []object{{n, ""}}
 }
