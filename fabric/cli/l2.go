@@ -18,16 +18,8 @@ func newL2Cmd() *cobra.Command {
 			"load-balancer or external IP a policy selects, exactly one alive, eligible node answers ARP and NDP,\n" +
 			"chosen by hashing over the members gossip reports; agents need l2Announcements: true.",
 	}
-	apply := &cobra.Command{
-		Use: "apply -f FILE", Short: "Store the L2 announcement policies of a YAML file", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			file, _ := cmd.Flags().GetString("file")
-			data, err := readInput(file)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
-			defer cancel()
+	apply := newApplyCmd("Store the L2 announcement policies of a YAML file", "policies",
+		func(ctx context.Context, cmd *cobra.Command, data []byte) error {
 			infos, err := clientFor(cmd).ApplyL2Policies(ctx, data)
 			if err != nil {
 				return err
@@ -36,9 +28,7 @@ func newL2Cmd() *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "L2 announcement policy %s applied\n", p.Name)
 			}
 			return nil
-		},
-	}
-	apply.Flags().StringP("file", "f", "", "YAML file with one or more policies (- for stdin)")
+		})
 	get := &cobra.Command{
 		Use: "get", Short: "List the L2 announcement policies", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -18,16 +18,8 @@ func newLBPoolCmd() *cobra.Command {
 			"Services of type LoadBalancer get their addresses from the pools that select them; an address is\n" +
 			"never given to two services (but those sharing a key), and a requested one is honoured when free.",
 	}
-	apply := &cobra.Command{
-		Use: "apply -f FILE", Short: "Store the pools of a YAML file, replacing pools of the same name", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			file, _ := cmd.Flags().GetString("file")
-			data, err := readInput(file)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
-			defer cancel()
+	apply := newApplyCmd("Store the pools of a YAML file, replacing pools of the same name", "pools",
+		func(ctx context.Context, cmd *cobra.Command, data []byte) error {
 			infos, err := clientFor(cmd).ApplyLBPools(ctx, data)
 			if err != nil {
 				return err
@@ -36,9 +28,7 @@ func newLBPoolCmd() *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "pool %s applied: %s\n", p.Name, strings.Join(p.Blocks, ","))
 			}
 			return nil
-		},
-	}
-	apply.Flags().StringP("file", "f", "", "YAML file with one or more pools (- for stdin)")
+		})
 	var output string
 	get := &cobra.Command{
 		Use: "get", Short: "List the pools with their used and free addresses", Args: cobra.NoArgs,

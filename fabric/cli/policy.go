@@ -36,10 +36,13 @@ func readInput(path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-func newPolicyApplyCmd() *cobra.Command {
+// newApplyCmd is the `apply -f FILE` of one kind of object: it reads the
+// file (or standard input), hands it to apply with a deadline, and apply
+// stores it through the agent and says what it did.
+func newApplyCmd(short, what string, apply func(ctx context.Context, cmd *cobra.Command, data []byte) error) *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
-		Use: "apply -f FILE", Short: "Store the policies of a YAML file (all of them or none)", Args: cobra.NoArgs,
+		Use: "apply -f FILE", Short: short, Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			data, err := readInput(file)
 			if err != nil {
@@ -47,6 +50,16 @@ func newPolicyApplyCmd() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
 			defer cancel()
+			return apply(ctx, cmd, data)
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML file with one or more "+what+" (- for stdin)")
+	return cmd
+}
+
+func newPolicyApplyCmd() *cobra.Command {
+	return newApplyCmd("Store the policies of a YAML file (all of them or none)", "policies",
+		func(ctx context.Context, cmd *cobra.Command, data []byte) error {
 			infos, err := clientFor(cmd).ApplyPolicies(ctx, data)
 			if err != nil {
 				return err
@@ -58,10 +71,7 @@ func newPolicyApplyCmd() *cobra.Command {
 				}
 			}
 			return nil
-		},
-	}
-	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML file with one or more policies (- for stdin)")
-	return cmd
+		})
 }
 
 func qualified(ns, name string) string {

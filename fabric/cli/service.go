@@ -27,16 +27,8 @@ func newServiceCmd() *cobra.Command {
 }
 
 func newServiceApplyCmd() *cobra.Command {
-	var file string
-	cmd := &cobra.Command{
-		Use: "apply -f FILE", Short: "Store the services of a YAML file (all of them or none)", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			data, err := readInput(file)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
-			defer cancel()
+	return newApplyCmd("Store the services of a YAML file (all of them or none)", "services",
+		func(ctx context.Context, cmd *cobra.Command, data []byte) error {
 			infos, err := clientFor(cmd).ApplyServices(ctx, data)
 			if err != nil {
 				return err
@@ -52,10 +44,7 @@ func newServiceApplyCmd() *cobra.Command {
 				}
 			}
 			return nil
-		},
-	}
-	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML file with one or more services (- for stdin)")
-	return cmd
+		})
 }
 
 func portsString(ps []api.ServicePort) string {
