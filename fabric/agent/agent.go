@@ -46,6 +46,8 @@ type Agent struct {
 	ids   *identity.Allocator
 	// lbipam assigns load-balancer addresses from the stored pools.
 	lbipam *lbipam.Allocator
+	// svcs decodes stored services for the reconcilers.
+	svcs *serviceCache
 	// l2 answers ARP/NDP for owned load-balancer IPs; nil when off.
 	l2  *l2Reconciler
 	bgp *bgpReconciler // nil when BGP is off
@@ -149,6 +151,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ipam = ipam.New(a.ipamConfig(), st, a.cfg.NodeName, a.log.With("subsys", "ipam"))
 	a.ids = identity.New(a.identityConfig(), st, a.cfg.NodeName, a.log.With("subsys", "identity"))
 	a.lbipam = lbipam.New(st, a.log.With("subsys", "lbipam"))
+	a.svcs = newServiceCache(a.log.With("subsys", "service"))
 
 	a.nodes = newMirror("nodes/", a.log.With("subsys", "nodes"))
 	loops := []func(context.Context){func(ctx context.Context) { a.nodes.run(ctx, st) }, a.rejoinLoop}

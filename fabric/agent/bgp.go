@@ -115,8 +115,8 @@ func (r *bgpReconciler) serviceAdvertisements() []bgp.Advertisement {
 		return nil
 	}
 	var svcs []service.Service
-	for _, key := range sortedServiceKeys(raw) {
-		if s, _, err := decodeService(raw[key]); err == nil && s.Type != service.ClusterIP {
+	for _, s := range r.a.svcs.decode(raw) {
+		if s.Type != service.ClusterIP {
 			svcs = append(svcs, s)
 		}
 	}

@@ -81,9 +81,8 @@ type dpReconciler struct {
 	// one policy does not reparse all of them.
 	parsedMu sync.Mutex
 	parsed   map[string]parsedPolicy
-	// parsedSvcs and maglevs do the same for services and Maglev tables.
-	parsedSvcs map[string]parsedService
-	maglevs    map[maglevKey][]uint16
+	// maglevs does the same for Maglev tables.
+	maglevs map[maglevKey][]uint16
 
 	// mu serialises Apply calls and guards what status reports.
 	mu        sync.Mutex
@@ -162,10 +161,9 @@ func newDPReconciler(a *Agent, dp Datapath) *dpReconciler {
 		lbIPs:    newMirror(lbipam.PrefixServices, a.log.With("subsys", "service")),
 		parsed:   map[string]parsedPolicy{},
 
-		parsedSvcs: map[string]parsedService{},
-		maglevs:    map[maglevKey][]uint16{},
-		flows:      newFlowHub(),
-		kicks:      make(chan struct{}, 1),
+		maglevs: map[maglevKey][]uint16{},
+		flows:   newFlowHub(),
+		kicks:   make(chan struct{}, 1),
 	}
 }
 

@@ -128,12 +128,7 @@ func (r *l2Reconciler) reconcile() {
 		policies = append(policies, ps...)
 	}
 	lb := lbIPsFrom(held)
-	var svcs []service.Service
-	for _, key := range sortedServiceKeys(svcRaw) {
-		if s, _, err := decodeService(svcRaw[key]); err == nil {
-			svcs = append(svcs, s)
-		}
-	}
+	svcs := r.a.svcs.decode(svcRaw)
 
 	// This node's own eligibility is known at once; the others' through
 	// gossip.

@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/fabric-net/fabric/bpf"
 	"github.com/fabric-net/fabric/fabric/service"
@@ -49,24 +51,38 @@ func (a *Agent) deadNodes() map[string]bool {
 	return dead
 }
 
-// currentServices decodes what changed in the services mirror.
-func (r *dpReconciler) currentServices(raw map[string][]byte) []service.Service {
-	r.parsedMu.Lock()
-	defer r.parsedMu.Unlock()
-	for key := range r.parsedSvcs {
+// serviceCache decodes each stored service once per change of its record,
+// for the reconcilers that read services on every pass (datapath, L2, BGP).
+// The services it returns are shared: callers must not modify them.
+type serviceCache struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	m   map[string]parsedService
+}
+
+func newServiceCache(log *slog.Logger) *serviceCache {
+	return &serviceCache{log: log, m: map[string]parsedService{}}
+}
+
+// decode returns the services of a snapshot of services/defs/, sorted by
+// key, leaving out (and logging once) records that do not decode.
+func (c *serviceCache) decode(raw map[string][]byte) []service.Service {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key := range c.m {
 		if _, ok := raw[key]; !ok {
-			delete(r.parsedSvcs, key)
+			delete(c.m, key)
 		}
 	}
 	var out []service.Service
 	for _, key := range sortedServiceKeys(raw) {
-		ps, ok := r.parsedSvcs[key]
+		ps, ok := c.m[key]
 		if !ok || ps.raw != string(raw[key]) {
 			svc, _, err := decodeService(raw[key])
 			ps = parsedService{raw: string(raw[key]), svc: svc, err: err}
-			r.parsedSvcs[key] = ps
+			c.m[key] = ps
 			if err != nil {
-				r.a.log.Warn("stored service unreadable: not programmed", "key", key, "err", err)
+				c.log.Warn("stored service unreadable: left out", "key", key, "err", err)
 			}
 		}
 		if ps.err == nil {
@@ -84,7 +100,7 @@ func (r *dpReconciler) currentServices(raw map[string][]byte) []service.Service 
 // a dead node within gossip's failure detection time.
 func (r *dpReconciler) compileServices(st *bpf.State, eps []service.Endpoint) map[string][]service.Backend {
 	raw, _ := r.services.Snapshot()
-	svcs := r.currentServices(raw)
+	svcs := r.a.svcs.decode(raw)
 	held, _ := r.lbIPs.Snapshot()
 	lbIPs := lbIPsFrom(held)
 	if len(svcs) == 0 {
