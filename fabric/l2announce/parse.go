@@ -47,16 +47,8 @@ var ignoredMetadata = []string{
 // inside its document.
 func (p *parser) policy(n *yaml.Node, prefix string) (Policy, bool) {
 	before := len(p.Errs)
-	f := p.Fields(n, strings.TrimSuffix(prefix, "."), []string{"apiVersion", "kind", "metadata", "spec"}, []string{"status"})
-	if len(p.Errs) > before {
-		return Policy{}, false
-	}
-	for _, k := range []string{"apiVersion", "kind"} {
-		if _, ok := f[k]; !ok {
-			p.Errorf(manifest.Deref(n), prefix+k, "is missing; start the object with apiVersion: %s and kind: %s", APIVersion, Kind)
-		}
-	}
-	if len(p.Errs) > before {
+	f, ok := p.Object(n, prefix, APIVersion, Kind)
+	if !ok {
 		return Policy{}, false
 	}
 	if v, ok := p.Str(f["apiVersion"], prefix+"apiVersion"); ok && v != APIVersion {

@@ -62,16 +62,8 @@ var ignoredMetadata = []string{
 // object inside its document.
 func (p *parser) pool(n *yaml.Node, prefix string) (Pool, bool) {
 	before := len(p.Errs)
-	f := p.Fields(n, strings.TrimSuffix(prefix, "."), []string{"apiVersion", "kind", "metadata", "spec"}, []string{"status"})
-	if len(p.Errs) > before {
-		return Pool{}, false
-	}
-	for _, k := range []string{"apiVersion", "kind"} {
-		if _, ok := f[k]; !ok {
-			p.Errorf(manifest.Deref(n), prefix+k, "is missing; start the object with apiVersion: %s and kind: %s", APIVersionV2, Kind)
-		}
-	}
-	if len(p.Errs) > before {
+	f, ok := p.Object(n, prefix, APIVersionV2, Kind)
+	if !ok {
 		return Pool{}, false
 	}
 	version, _ := p.Str(f["apiVersion"], prefix+"apiVersion")

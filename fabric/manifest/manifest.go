@@ -246,3 +246,21 @@ func (r *Reader) objects(n *yaml.Node, kind string) []object {
 	}
 	return []object{{n, ""}}
 }
+
+// Object reads the top level of one object at prefix ("" or "items[2]."):
+// its apiVersion, kind, metadata and spec (status is ignored), requiring
+// apiVersion and kind; the error says to start the object with apiVersion
+// and kind as given. It reports false when the object has errors.
+func (r *Reader) Object(n *yaml.Node, prefix, apiVersion, kind string) (map[string]*yaml.Node, bool) {
+	before := len(r.Errs)
+	f := r.Fields(n, strings.TrimSuffix(prefix, "."), []string{"apiVersion", "kind", "metadata", "spec"}, []string{"status"})
+	if len(r.Errs) > before {
+		return nil, false
+	}
+	for _, k := range []string{"apiVersion", "kind"} {
+		if _, ok := f[k]; !ok {
+			r.Errorf(Deref(n), prefix+k, "is missing; start the object with apiVersion: %s and kind: %s", apiVersion, kind)
+		}
+	}
+	return f, len(r.Errs) == before
+}
