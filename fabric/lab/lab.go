@@ -50,7 +50,36 @@ type Lab struct {
 	mu  sync.Mutex
 	st  *state
 	log io.Writer
+
+	// exits says how each agent this process started and reaped ended,
+	// by pid.
+	exitMu sync.Mutex
+	exits  map[int]string
 }
+
+// AgentExitError says that a node's agent ended while the lab waited for
+// it to become ready.
+type AgentExitError struct {
+	Lab, Node string
+	PID       int
+	// How is how it ended ("exit status 1", "signal: killed"), known when
+	// this process started the agent; empty otherwise.
+	How string
+	// Log is the tail of the agent's log.
+	Log string
+}
+
+func (e *AgentExitError) Error() string {
+	how := ""
+	if e.How != "" {
+		how = " (" + e.How + ")"
+	}
+	return fmt.Sprintf("lab %s: agent of %s exited%s; last lines of its agent.log:\n%s", e.Lab, e.Node, how, e.Log)
+}
+
+// Signaled reports whether a signal ended the agent rather than its own
+// exit.
+func (e *AgentExitError) Signaled() bool { return strings.HasPrefix(e.How, "signal: ") }
 
 // RouterMember names the router namespace for Exec and Command.
 const RouterMember = "router"
@@ -528,8 +557,9 @@ func (l *Lab) startLocked(n *nodeState) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start agent of %s: %w", n.Name, err)
 	}
-	// Reap it if it dies while we run, so it does not linger as a zombie.
-	go cmd.Wait() //nolint:errcheck // the exit status is in agent.log
+	// Reap it if it dies while we run, so it does not linger as a zombie,
+	// and say how it ended: an agent killed by a signal writes nothing.
+	go l.reapAgent(cmd, n.Name, n.Dir+"/agent.log", time.Now())
 	start, _, err := procInfo(cmd.Process.Pid)
 	if err != nil {
 		return fmt.Errorf("start agent of %s: it exited at once (see %s/agent.log): %w", n.Name, n.Dir, err)
@@ -537,6 +567,29 @@ func (l *Lab) startLocked(n *nodeState) error {
 	n.PID, n.StartTime = cmd.Process.Pid, start
 	fmt.Fprintf(l.log, "lab %s: started agent of %s (pid %d)\n", l.st.Name, n.Name, n.PID)
 	return l.st.save()
+}
+
+// reapAgent waits for an agent the lab started and appends how it ended to
+// its log, with how long it ran.
+func (l *Lab) reapAgent(cmd *exec.Cmd, node, logPath string, started time.Time) {
+	err := cmd.Wait()
+	how := "exit status 0"
+	if err != nil {
+		how = err.Error()
+	}
+	l.exitMu.Lock()
+	if l.exits == nil {
+		l.exits = map[int]string{}
+	}
+	l.exits[cmd.Process.Pid] = how
+	l.exitMu.Unlock()
+	f, ferr := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0)
+	if ferr != nil {
+		return // the lab is gone
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "lab: agent of %s (pid %d) ended after %s: %s\n",
+		node, cmd.Process.Pid, time.Since(started).Round(time.Millisecond), how)
 }
 
 // LinkDown cuts node off the network by setting its switch port down,

@@ -4,10 +4,12 @@ package lab_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -332,8 +334,32 @@ func TestLabAgentExits(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("Up took %s to notice a dead agent", d)
 	}
+	var exit *lab.AgentExitError
+	if !errors.As(err, &exit) || exit.Node != "c1-n1" || exit.How != "exit status 0" || exit.Signaled() {
+		t.Errorf("error %#v does not say the agent exited by itself with status 0", exit)
+	}
+	if !strings.Contains(exit.Log, "ended after") {
+		t.Errorf("agent.log does not say how the agent ended:\n%s", exit.Log)
+	}
 	if got := labNamespaces(t, name); len(got) != 5 {
 		t.Errorf("lab not left up for inspection: namespaces %v", got)
+	}
+
+	// An agent ended by a signal (here its own) is told apart: its log is
+	// empty, so only the exit status says what happened.
+	killer := filepath.Join(t.TempDir(), "killed-agent")
+	if err := os.WriteFile(killer, []byte("#!/bin/sh\nkill -KILL $$\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name2 := labtest.Name()
+	t.Cleanup(func() {
+		if err := lab.Remove(name2, "", nil); err != nil {
+			t.Error(err)
+		}
+	})
+	_, err = lab.Up(context.Background(), lab.Spec{Name: name2, Nodes: 1, Binary: killer, Timeout: 30 * time.Second}, nil)
+	if !errors.As(err, &exit) || exit.How != "signal: killed" || !exit.Signaled() {
+		t.Errorf("Up = %v; want an agent ended by signal: killed", err)
 	}
 }
 

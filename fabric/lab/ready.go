@@ -100,6 +100,20 @@ func (l *Lab) nodeStatus(ctx context.Context, n Node) NodeStatus {
 	return s
 }
 
+// exitError describes how n's agent ended, as far as this process knows.
+func (l *Lab) exitError(n Node) *AgentExitError {
+	l.mu.Lock()
+	pid := 0
+	if ns, err := l.nodeLocked(n.Name); err == nil {
+		pid = ns.PID
+	}
+	l.mu.Unlock()
+	l.exitMu.Lock()
+	how := l.exits[pid]
+	l.exitMu.Unlock()
+	return &AgentExitError{Lab: l.st.Name, Node: n.Name, PID: pid, How: how, Log: l.LogTail(n.Name, 20)}
+}
+
 // WaitReady waits until each of the named nodes (all when none are named)
 // reports every member of its cluster alive and a store leader. It fails
 // at once if one of their agents is not running. When ctx ends first, the error names a node that is not ready, why, and the tail
@@ -127,9 +141,10 @@ func (l *Lab) WaitReady(ctx context.Context, nodes ...string) error {
 			s := l.nodeStatus(ctx, n)
 			if !s.Running {
 				// An agent that exited will not become ready; say
-				// why now instead of at the deadline.
-				return fmt.Errorf("lab %s: agent of %s exited; last lines of its agent.log:\n%s",
-					l.st.Name, n.Name, l.LogTail(n.Name, 20))
+				// why now instead of at the deadline, once the lab's
+				// reaper has had a moment to log how it ended.
+				time.Sleep(200 * time.Millisecond)
+				return l.exitError(n)
 			}
 			if ok, reason := s.Ready(size); !ok {
 				notReady, why = n.Name, reason
