@@ -24,6 +24,10 @@ type bgpReconciler struct {
 	services *mirror
 	lbIPs    *mirror
 
+	// kicks asks for a reconcile from outside the store: the datapath
+	// has just started (or stopped) serving a frontend.
+	kicks chan struct{}
+
 	mu      sync.Mutex
 	learned []bgp.Route
 	adv     []bgp.Advertisement
@@ -32,8 +36,16 @@ type bgpReconciler struct {
 
 func newBGPReconciler(a *Agent, sp *bgp.Speaker) *bgpReconciler {
 	log := a.log.With("subsys", "bgp")
-	return &bgpReconciler{a: a, speaker: sp,
+	return &bgpReconciler{a: a, speaker: sp, kicks: make(chan struct{}, 1),
 		services: newMirror(serviceDefPrefix, log), lbIPs: newMirror(lbipam.PrefixServices, log)}
+}
+
+// kick asks for a reconcile soon; it never blocks.
+func (r *bgpReconciler) kick() {
+	select {
+	case r.kicks <- struct{}{}:
+	default:
+	}
 }
 
 func (r *bgpReconciler) run(ctx context.Context) {
@@ -64,6 +76,7 @@ func (r *bgpReconciler) run(ctx context.Context) {
 		case <-r.services.Changed():
 		case <-r.lbIPs.Changed():
 		case <-events:
+		case <-r.kicks:
 		case <-tick.C:
 		}
 		r.reconcile()
@@ -107,7 +120,9 @@ func (r *bgpReconciler) reconcile() {
 // external IPs this node can serve: with a local backend (externalTraffic
 // Policy Local always needs one; Cluster needs one too while the datapath
 // cannot send outside traffic to other nodes' backends). A router then
-// spreads the traffic over exactly the nodes that serve it.
+// spreads the traffic over exactly the nodes that serve it. An address is
+// announced only once the datapath serves it, so a router never sends a
+// connection here before this node can answer it.
 func (r *bgpReconciler) serviceAdvertisements() []bgp.Advertisement {
 	raw, ok1 := r.services.Snapshot()
 	held, ok2 := r.lbIPs.Snapshot()
@@ -123,6 +138,10 @@ func (r *bgpReconciler) serviceAdvertisements() []bgp.Advertisement {
 	lb := lbIPsFrom(held)
 	serving := r.a.nodesWithBackends(svcs)
 	self := r.a.cfg.NodeName
+	var served map[netip.Addr]bool
+	if r.a.dp != nil {
+		served = r.a.dp.servedFrontends()
+	}
 	var out []bgp.Advertisement
 	for _, s := range svcs {
 		local := serving[s.Key()][self]
@@ -135,6 +154,9 @@ func (r *bgpReconciler) serviceAdvertisements() []bgp.Advertisement {
 		}
 		ips = append(ips, s.ExternalIPs...)
 		for _, ip := range ips {
+			if served != nil && !served[ip] {
+				continue // announced by the next pass after the datapath's
+			}
 			out = append(out, bgp.Advertisement{Prefix: netip.PrefixFrom(ip, ip.BitLen())})
 		}
 	}

@@ -122,7 +122,7 @@ func TestLabBGP(t *testing.T) {
 	got := spread(res)
 	t.Logf("40 connections from outside to %s: %v", lbip, got)
 	if got[""] > 0 || got[ips["c1-n1"].String()] == 0 || got[ips["c1-n2"].String()] == 0 {
-		t.Errorf("outside → %s: %v, want every connection answered, by both backends", lbip, got)
+		t.Errorf("outside → %s: %v (errors %v), want every connection answered, by both backends", lbip, got, whoErrors(res))
 	}
 
 	// Kill n2's agent: its sessions drop and FRR withdraws its routes.

@@ -341,8 +341,33 @@ func (r *dpReconciler) reconcile() error {
 		r.applied = false
 		return err
 	}
+	servedBefore := servedFrontends(r.last)
 	r.last, r.applied = st, true
+	if r.a.bgp != nil && !maps.Equal(servedBefore, servedFrontends(st)) {
+		r.a.bgp.kick() // announce what is now served, withdraw what is not
+	}
 	return nil
+}
+
+// servedFrontends returns the addresses of the external frontends the
+// datapath last applied with at least one backend: what outside traffic
+// to this node is answered on.
+func (r *dpReconciler) servedFrontends() map[netip.Addr]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// r.last is what the last successful Apply installed (nothing before
+	// the first); a failed Apply since leaves that in place.
+	return servedFrontends(r.last)
+}
+
+func servedFrontends(st bpf.State) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	for _, s := range st.Services {
+		if s.External && len(s.Backends) > 0 {
+			out[s.Frontend.Addr()] = true
+		}
+	}
+	return out
 }
 
 // syncTo waits until the mirrors include store revision rev, then

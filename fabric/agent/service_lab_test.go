@@ -76,6 +76,18 @@ func who(t *testing.T, ctx context.Context, l *lab.Lab, from string, addr netip.
 	return res
 }
 
+// whoErrors counts the distinct errors of failed connections, for the log
+// of a test that failed.
+func whoErrors(res []lab.WhoResult) map[string]int {
+	m := map[string]int{}
+	for _, r := range res {
+		if r.Error != "" {
+			m[r.Error]++
+		}
+	}
+	return m
+}
+
 // spread counts connections per backend IP; failed ones under "".
 func spread(res []lab.WhoResult) map[string]int {
 	m := map[string]int{}
