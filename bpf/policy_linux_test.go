@@ -21,6 +21,8 @@ import (
 const (
 	empire   uint32 = 0x1e000
 	alliance uint32 = 0x1a000
+	// worldIdentity is IDENTITY_WORLD (include/common.h).
+	worldIdentity uint32 = 2
 )
 
 type starWars struct {
@@ -208,6 +210,56 @@ func testPolicy(t *testing.T, mode Mode) {
 		if after := policyDrops(t, n1); after <= before {
 			t.Errorf("node 1 policy drops %d → %d; want them counted", before, after)
 		}
+	})
+	t.Run("world", func(t *testing.T) {
+		// A host outside the cluster that routes the pod CIDRs through
+		// node 1, as a router that learnt them over BGP does, sends
+		// straight to the deathstar, unencapsulated in every mode: it is
+		// the world to policy.
+		out := sw.c.outside
+		// The deathstar's replies to the world leave through node 1's
+		// stack, as the agent sets it up: forwarding on.
+		for _, k := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
+			if out, err := nsExec(n1.ns, "sysctl", "-qw", k+"=1"); err != nil {
+				t.Fatalf("%s in %s: %v\n%s", k, n1.ns, err, out)
+			}
+		}
+		ipn(t, out, "route", "replace", n1.cidr4.String(), "via", n1.under4.String())
+		ipn(t, out, "route", "replace", n1.cidr6.String(), "via", n1.under6.String())
+		world := &workload{ns: out, ip4: sw.c.outside4, ip6: sw.c.outside6, identity: worldIdentity}
+		before := policyDrops(t, n1)
+		noTCP(t, world, ds.ip4, 80)
+		noTCP(t, world, ds.ip6, 80)
+		if after := policyDrops(t, n1); after <= before {
+			t.Errorf("node 1 policy drops %d → %d; want the world's connections dropped by policy", before, after)
+		}
+		// Allowed, it passes both ways.
+		ds.ep.Policy = deathstarPolicy(PolicyEntry{Direction: Ingress, Identity: worldIdentity, Proto: ProtoTCP, PortLo: 80, PortHi: 80})
+		sw.apply(t)
+		mustTCP(t, world, ds.ip4, 80)
+		mustTCP(t, world, ds.ip6, 80)
+		noTCP(t, world, ds.ip4, 443)
+		// A bare packet that claims another node's workload address
+		// (spoofed: in the overlay modes theirs come encapsulated) gets
+		// no more than the world's rights.
+		if mode != ModeNative {
+			tie2 := sw.tie[1]
+			ipn(t, out, "addr", "add", tie2.ip4.String()+"/32", "dev", "eth0")
+			spoof := &workload{ns: out, ip4: tie2.ip4, identity: empire}
+			if err := inNS(out, func() error {
+				d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: tie2.ip4.AsSlice()}}
+				conn, err := d.Dial("tcp", netip.AddrPortFrom(ds.ip4, 443).String())
+				if err == nil {
+					conn.Close()
+				}
+				return err
+			}); err == nil {
+				t.Errorf("tcp %s (spoofed, unencapsulated) → [%s]:443 passed; want it dropped", name(spoof), ds.ip4)
+			}
+			ipn(t, out, "addr", "del", tie2.ip4.String()+"/32", "dev", "eth0")
+		}
+		ds.ep.Policy = deathstarPolicy()
+		sw.apply(t)
 	})
 	t.Run("empire to deathstar 443", func(t *testing.T) {
 		for _, tie := range sw.tie {

@@ -3,15 +3,26 @@
 /* underlay: TCX ingress of the node's underlay interface. In Geneve mode it
  * terminates the overlay (there is no geneve module): Geneve packets for this
  * node are decapsulated here and delivered with the VNI as the sender's
- * identity. In native mode, packets for local endpoints arrive unencapsulated
- * and the sender's identity comes from the ipcache. Everything else, VXLAN
- * included (the kernel's VXLAN socket takes it), goes to the node's stack. */
+ * identity. Packets for local endpoints that arrive unencapsulated (in native
+ * mode, from other nodes; in every mode, from outside hosts that route pod
+ * CIDRs to this node, as a BGP router does) are delivered here too, through
+ * ingress policy, with the sender's identity from the ipcache. Everything
+ * else, VXLAN included (the kernel's VXLAN socket takes it), goes to the
+ * node's stack. */
 #include "include/common.h"
 #include "include/forward.h"
 
 #define OUTER_LEN (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr))
 
-static __always_inline int from_geneve(struct __sk_buff *skb)
+/* GENEVE_DECAPPED: from_geneve removed the encapsulation; the packet is the
+ * inner one behind an Ethernet header, for the caller to deliver. */
+#define GENEVE_DECAPPED 1000
+
+/* from_geneve decapsulates a Geneve packet for this node and sets *vni to
+ * the sender's identity. It returns -1 for a packet that is not one, a
+ * verdict (a drop) for a bad one, or GENEVE_DECAPPED. It is a function of
+ * its own so that its stack and the delivery's do not add up. */
+static __noinline int from_geneve(struct __sk_buff *skb, __u32 *vni_out)
 {
 	struct endpoint_info *ep;
 	struct genevehdr gnv;
@@ -23,18 +34,18 @@ static __always_inline int from_geneve(struct __sk_buff *skb)
 	int err;
 
 	if (ensure(skb, OUTER_LEN))
-		return TC_ACT_OK;
+		return -1;
 	ip = (void *)(long)skb->data + sizeof(struct ethhdr);
 	udp = (void *)(ip + 1);
 	if ((void *)(udp + 1) > (void *)(long)skb->data_end)
-		return TC_ACT_OK;
+		return -1;
 	/* Only option-less outer IPv4 headers, unfragmented, for us: the
 	 * encapsulating side never sends anything else. */
 	if (ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_UDP ||
 	    ip->daddr != cfg_node_ipv4 || (ip->frag_off & bpf_htons(0x3fff)))
-		return TC_ACT_OK;
+		return -1;
 	if (udp->dest != bpf_htons(cfg_geneve_port))
-		return TC_ACT_OK;
+		return -1;
 
 	if (bpf_skb_load_bytes(skb, OUTER_LEN, &gnv, sizeof(gnv)))
 		return drop(skb, METRIC_DROP_DECAP);
@@ -75,7 +86,8 @@ static __always_inline int from_geneve(struct __sk_buff *skb)
 		return drop(skb, METRIC_DROP_DECAP);
 	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &inner.h_proto, 2, 0))
 		return drop(skb, METRIC_DROP_DECAP);
-	return deliver_local(skb, vni, ep);
+	*vni_out = vni;
+	return GENEVE_DECAPPED;
 }
 
 /* native_identity is the identity of a source address on the underlay: the
@@ -87,7 +99,22 @@ static __always_inline __u32 native_identity(struct remote_info *ri)
 	return ri->identity;
 }
 
-static __always_inline int from_native(struct __sk_buff *skb)
+/* unencap_identity is the identity of the sender of an unencapsulated packet
+ * for a local endpoint. In the overlay modes other nodes' endpoints always
+ * arrive encapsulated, so a bare packet that claims one of their addresses
+ * (an entry with a tunnel endpoint) earns only the world's identity. */
+static __always_inline __u32 unencap_identity(struct remote_info *ri)
+{
+	if (cfg_mode != MODE_NATIVE && ri && ri->node_family)
+		return IDENTITY_WORLD;
+	return native_identity(ri);
+}
+
+/* to_local delivers a packet for a local endpoint through its ingress
+ * policy: a decapsulated one with its tunnel identity, an unencapsulated one
+ * (tunnel_identity 0) with the identity its source has; anything else goes
+ * to the stack. */
+static __always_inline int to_local(struct __sk_buff *skb, __u32 tunnel_identity)
 {
 	struct endpoint_info *ep;
 
@@ -103,8 +130,10 @@ static __always_inline int from_native(struct __sk_buff *skb)
 		ep = lookup_endpoint4(ip->daddr);
 		if (!ep)
 			return TC_ACT_OK;
+		if (tunnel_identity)
+			return deliver_local(skb, tunnel_identity, ep);
 		saddr = ip->saddr;
-		return deliver_local(skb, native_identity(lookup_ipcache4(saddr)), ep);
+		return deliver_local(skb, unencap_identity(lookup_ipcache4(saddr)), ep);
 	}
 	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6;
@@ -118,8 +147,10 @@ static __always_inline int from_native(struct __sk_buff *skb)
 		ep = lookup_endpoint6(&ip6->daddr);
 		if (!ep)
 			return TC_ACT_OK;
+		if (tunnel_identity)
+			return deliver_local(skb, tunnel_identity, ep);
 		saddr = ip6->saddr;
-		return deliver_local(skb, native_identity(lookup_ipcache6(&saddr)), ep);
+		return deliver_local(skb, unencap_identity(lookup_ipcache6(&saddr)), ep);
 	}
 	return TC_ACT_OK;
 }
@@ -188,6 +219,7 @@ static __always_inline int from_outside(struct __sk_buff *skb)
 SEC("tcx/ingress")
 int underlay_ingress(struct __sk_buff *skb)
 {
+	__u32 vni = 0;
 	int ret;
 
 	/* A frame for another host's MAC (a switch flooding an unknown
@@ -200,11 +232,14 @@ int underlay_ingress(struct __sk_buff *skb)
 
 	if (ret >= 0)
 		return ret;
-	if (cfg_mode == MODE_GENEVE && skb->protocol == bpf_htons(ETH_P_IP))
-		return from_geneve(skb);
-	if (cfg_mode == MODE_NATIVE)
-		return from_native(skb);
-	return TC_ACT_OK;
+	if (cfg_mode == MODE_GENEVE && skb->protocol == bpf_htons(ETH_P_IP)) {
+		ret = from_geneve(skb, &vni);
+		if (ret == GENEVE_DECAPPED)
+			return to_local(skb, vni);
+		if (ret >= 0)
+			return ret;
+	}
+	return to_local(skb, 0);
 }
 
 char __license[] SEC("license") = "Dual MIT/GPL";
