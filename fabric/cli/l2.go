@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fabric-net/fabric/fabric/api"
 )
 
 func newL2Cmd() *cobra.Command {
@@ -46,18 +48,7 @@ func newL2Cmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	del := &cobra.Command{
-		Use: "delete NAME", Short: "Delete an L2 announcement policy", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
-			defer cancel()
-			if err := clientFor(cmd).DeleteL2Policy(ctx, args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "L2 announcement policy %s deleted\n", args[0])
-			return nil
-		},
-	}
+	del := newDeleteByNameCmd("Delete an L2 announcement policy", "L2 announcement policy", (*api.Client).DeleteL2Policy)
 	var output string
 	status := &cobra.Command{
 		Use: "status", Short: "The addresses this node answers ARP/NDP for", Args: cobra.NoArgs,

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/fabric-net/fabric/fabric/api"
 )
 
 func newLBPoolCmd() *cobra.Command {
@@ -58,18 +60,7 @@ func newLBPoolCmd() *cobra.Command {
 		},
 	}
 	get.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	del := &cobra.Command{
-		Use: "delete NAME", Short: "Delete a pool (its addresses stay with their services)", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
-			defer cancel()
-			if err := clientFor(cmd).DeleteLBPool(ctx, args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "pool %s deleted\n", args[0])
-			return nil
-		},
-	}
+	del := newDeleteByNameCmd("Delete a pool (its addresses stay with their services)", "pool", (*api.Client).DeleteLBPool)
 	cmd.AddCommand(apply, get, del)
 	return cmd
 }

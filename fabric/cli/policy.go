@@ -57,6 +57,23 @@ func newApplyCmd(short, what string, apply func(ctx context.Context, cmd *cobra.
 	return cmd
 }
 
+// newDeleteByNameCmd is the `delete NAME` of one kind of object named
+// what ("pool"): del (a Client method) removes it through the agent.
+func newDeleteByNameCmd(short, what string, del func(c *api.Client, ctx context.Context, name string) error) *cobra.Command {
+	return &cobra.Command{
+		Use: "delete NAME", Short: short, Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			if err := del(clientFor(cmd), ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s deleted\n", what, args[0])
+			return nil
+		},
+	}
+}
+
 func newPolicyApplyCmd() *cobra.Command {
 	return newApplyCmd("Store the policies of a YAML file (all of them or none)", "policies",
 		func(ctx context.Context, cmd *cobra.Command, data []byte) error {

@@ -37,12 +37,6 @@ func ParsePolicies(data []byte) ([]Policy, error) {
 
 type parser struct{ *manifest.Reader }
 
-var ignoredMetadata = []string{
-	"namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
-	"deletionTimestamp", "deletionGracePeriodSeconds", "managedFields",
-	"finalizers", "ownerReferences", "generateName", "selfLink", "annotations",
-}
-
 // policy parses one CiliumL2AnnouncementPolicy; prefix is the object's path
 // inside its document.
 func (p *parser) policy(n *yaml.Node, prefix string) (Policy, bool) {
@@ -62,7 +56,7 @@ func (p *parser) policy(n *yaml.Node, prefix string) (Policy, bool) {
 	}
 
 	var pol Policy
-	meta := p.Fields(f["metadata"], prefix+"metadata", []string{"name", "labels"}, ignoredMetadata)
+	meta := p.Fields(f["metadata"], prefix+"metadata", []string{"name", "labels", "annotations"}, manifest.ServerMetadata)
 	if v, ok := meta["name"]; ok {
 		pol.Name, _ = p.Str(v, prefix+"metadata.name")
 	} else {

@@ -52,12 +52,6 @@ func ParsePools(data []byte) ([]Pool, error) {
 
 type parser struct{ *manifest.Reader }
 
-var ignoredMetadata = []string{
-	"namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
-	"deletionTimestamp", "deletionGracePeriodSeconds", "managedFields",
-	"finalizers", "ownerReferences", "generateName", "selfLink",
-}
-
 // pool parses one CiliumLoadBalancerIPPool object; prefix is the path of the
 // object inside its document.
 func (p *parser) pool(n *yaml.Node, prefix string) (Pool, bool) {
@@ -78,7 +72,7 @@ func (p *parser) pool(n *yaml.Node, prefix string) (Pool, bool) {
 	}
 
 	var pool Pool
-	meta := p.Fields(f["metadata"], prefix+"metadata", []string{"name", "labels", "annotations"}, ignoredMetadata)
+	meta := p.Fields(f["metadata"], prefix+"metadata", []string{"name", "labels", "annotations"}, manifest.ServerMetadata)
 	if v, ok := meta["name"]; ok {
 		pool.Name, _ = p.Str(v, prefix+"metadata.name")
 	} else {

@@ -92,6 +92,15 @@ func (r *Reader) Fields(n *yaml.Node, path string, known, ignored []string) map[
 	return out
 }
 
+// ServerMetadata are the metadata fields a Kubernetes API server fills in
+// (or that mean nothing to Fabric): a manifest exported from a cluster
+// carries them, and readers accept and ignore them.
+var ServerMetadata = []string{
+	"namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
+	"deletionTimestamp", "deletionGracePeriodSeconds", "managedFields",
+	"finalizers", "ownerReferences", "generateName", "selfLink",
+}
+
 // Str reads a scalar as a string.
 func (r *Reader) Str(n *yaml.Node, path string) (string, bool) {
 	n = Deref(n)
