@@ -77,10 +77,6 @@ func (e *AgentExitError) Error() string {
 	return fmt.Sprintf("lab %s: agent of %s exited%s; last lines of its agent.log:\n%s", e.Lab, e.Node, how, e.Log)
 }
 
-// Signaled reports whether a signal ended the agent rather than its own
-// exit.
-func (e *AgentExitError) Signaled() bool { return strings.HasPrefix(e.How, "signal: ") }
-
 // RouterMember names the router namespace for Exec and Command.
 const RouterMember = "router"
 

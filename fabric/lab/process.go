@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -81,15 +82,22 @@ func (n *nodeState) running() bool {
 	// would wait on each kernel thread.
 	// A loaded machine can take a while to load the binary: up to a
 	// second, unless the process turns out to be a zombie.
+	// Each try judges one reading of the command line: reading it twice
+	// (empty, then the agent's own once the exec is done) once made a
+	// live agent look like someone else's process.
 	for try := 0; try < 200; try++ {
-		if hasArg(n.PID, ours) {
-			return true
-		}
 		if _, st, err := procInfo(n.PID); err != nil || st == 'Z' {
 			return false
 		}
-		if args, err := procCmdline(n.PID); err != nil || len(args) != 1 || args[0] != "" {
+		args, err := procCmdline(n.PID)
+		if err != nil {
 			return false
+		}
+		if slices.ContainsFunc(args, ours) {
+			return true
+		}
+		if len(args) != 1 || args[0] != "" {
+			return false // someone else's command line
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -122,32 +122,8 @@ func New(tb testing.TB, spec lab.Spec) *lab.Lab {
 		spec.Binary = Binary(tb)
 	}
 	spec = spec.WithDefaults()
-	l, err := up(tb, spec)
-	var exit *lab.AgentExitError
-	if errors.As(err, &exit) && exit.Signaled() {
-		// Nothing in the lab signals an agent while it starts: a signal
-		// then came from outside the test (seen once on a loaded CI
-		// machine, with an empty agent log). Say so, and build a fresh
-		// lab once; an agent that fails by itself fails the test at once.
-		tb.Logf("lab up: %v", err)
-		tb.Logf("lab %s: agent of %s was ended by a signal the lab did not send (%s); building a fresh lab once more",
-			spec.Name, exit.Node, exit.How)
-		if rerr := lab.Remove(spec.Name, spec.Dir, logWriter{tb}); rerr != nil {
-			tb.Errorf("remove lab %s: %v", spec.Name, rerr)
-		}
-		spec.Name = Name()
-		l, err = up(tb, spec)
-	}
-	if err != nil {
-		tb.Fatalf("lab up: %v", err)
-	}
-	return l
-}
-
-// up builds the lab, registering its removal first so even a half-built
-// lab goes away; Remove works from the state file and a namespace sweep,
-// not from the Lab.
-func up(tb testing.TB, spec lab.Spec) (*lab.Lab, error) {
+	// Registered before Up so even a half-built lab goes away; Remove
+	// works from the state file and a namespace sweep, not from l.
 	tb.Cleanup(func() {
 		if tb.Failed() {
 			DumpLogs(tb, spec.Name, spec.Dir)
@@ -156,7 +132,11 @@ func up(tb testing.TB, spec lab.Spec) (*lab.Lab, error) {
 			tb.Errorf("remove lab %s: %v", spec.Name, err)
 		}
 	})
-	return lab.Up(context.Background(), spec, logWriter{tb})
+	l, err := lab.Up(context.Background(), spec, logWriter{tb})
+	if err != nil {
+		tb.Fatalf("lab up: %v", err)
+	}
+	return l
 }
 
 // DumpLogs logs the tail of every agent.log of the lab.
