@@ -112,8 +112,8 @@ static __always_inline __u32 unencap_identity(struct remote_info *ri)
 
 /* to_local delivers a packet for a local endpoint through its ingress
  * policy: a decapsulated one with its tunnel identity, an unencapsulated one
- * (tunnel_identity 0) with the identity its source has; anything else goes
- * to the stack. */
+ * (tunnel_identity 0) with the identity its source has. Returns -1 for a
+ * packet that is for no local endpoint. */
 static __always_inline int to_local(struct __sk_buff *skb, __u32 tunnel_identity)
 {
 	struct endpoint_info *ep;
@@ -123,13 +123,13 @@ static __always_inline int to_local(struct __sk_buff *skb, __u32 tunnel_identity
 		__be32 saddr;
 
 		if (ensure(skb, sizeof(struct ethhdr) + sizeof(struct iphdr)))
-			return TC_ACT_OK;
+			return -1;
 		ip = (void *)(long)skb->data + sizeof(struct ethhdr);
 		if ((void *)(ip + 1) > (void *)(long)skb->data_end)
-			return TC_ACT_OK;
+			return -1;
 		ep = lookup_endpoint4(ip->daddr);
 		if (!ep)
-			return TC_ACT_OK;
+			return -1;
 		if (tunnel_identity)
 			return deliver_local(skb, tunnel_identity, ep);
 		saddr = ip->saddr;
@@ -140,19 +140,19 @@ static __always_inline int to_local(struct __sk_buff *skb, __u32 tunnel_identity
 		struct in6_addr saddr;
 
 		if (ensure(skb, sizeof(struct ethhdr) + sizeof(struct ipv6hdr)))
-			return TC_ACT_OK;
+			return -1;
 		ip6 = (void *)(long)skb->data + sizeof(struct ethhdr);
 		if ((void *)(ip6 + 1) > (void *)(long)skb->data_end)
-			return TC_ACT_OK;
+			return -1;
 		ep = lookup_endpoint6(&ip6->daddr);
 		if (!ep)
-			return TC_ACT_OK;
+			return -1;
 		if (tunnel_identity)
 			return deliver_local(skb, tunnel_identity, ep);
 		saddr = ip6->saddr;
 		return deliver_local(skb, unencap_identity(lookup_ipcache6(&saddr)), ep);
 	}
-	return TC_ACT_OK;
+	return -1;
 }
 
 /* from_outside serves External frontends (node ports, load-balancer IPs) to
@@ -228,18 +228,26 @@ int underlay_ingress(struct __sk_buff *skb)
 	 * owner's traffic and hide its failure. */
 	if (skb->pkt_type == PACKET_OTHERHOST_)
 		return TC_ACT_OK;
-	ret = from_outside(skb);
-
-	if (ret >= 0)
-		return ret;
 	if (cfg_mode == MODE_GENEVE && skb->protocol == bpf_htons(ETH_P_IP)) {
 		ret = from_geneve(skb, &vni);
-		if (ret == GENEVE_DECAPPED)
-			return to_local(skb, vni);
-		if (ret >= 0)
+		if (ret >= 0 && ret != GENEVE_DECAPPED)
 			return ret;
+		if (ret == GENEVE_DECAPPED && !vni)
+			vni = IDENTITY_WORLD; /* an identity is never 0 */
 	}
-	return to_local(skb, 0);
+	/* A packet for a local endpoint (decapsulated, or bare) is no
+	 * service's, whose frontends are node, load-balancer and external
+	 * addresses: it skips the load balancer's lookups. One call site
+	 * keeps the stack within bounds. */
+	ret = to_local(skb, vni);
+	if (ret >= 0)
+		return ret;
+	if (vni)
+		return TC_ACT_SHOT; /* from_geneve found the endpoint */
+	ret = from_outside(skb);
+	if (ret >= 0)
+		return ret;
+	return TC_ACT_OK;
 }
 
 char __license[] SEC("license") = "Dual MIT/GPL";
