@@ -56,13 +56,7 @@ func (p *parser) policy(n *yaml.Node, prefix string) (Policy, bool) {
 	}
 
 	var pol Policy
-	meta := p.Fields(f["metadata"], prefix+"metadata", []string{"name", "labels", "annotations"}, manifest.ServerMetadata)
-	if v, ok := meta["name"]; ok {
-		pol.Name, _ = p.Str(v, prefix+"metadata.name")
-	} else {
-		p.Errorf(manifest.Deref(n), prefix+"metadata.name", "is missing; give the policy a name")
-	}
-	p.StringMap(meta["labels"], prefix+"metadata.labels") // checked, not used
+	pol.Name, _ = p.Metadata(n, f, prefix, "policy")
 
 	if manifest.IsNull(f["spec"]) {
 		p.Errorf(manifest.Deref(n), prefix+"spec", "is missing; add spec with loadBalancerIPs: true and/or externalIPs: true")

@@ -72,13 +72,8 @@ func (p *parser) pool(n *yaml.Node, prefix string) (Pool, bool) {
 	}
 
 	var pool Pool
-	meta := p.Fields(f["metadata"], prefix+"metadata", []string{"name", "labels", "annotations"}, manifest.ServerMetadata)
-	if v, ok := meta["name"]; ok {
-		pool.Name, _ = p.Str(v, prefix+"metadata.name")
-	} else {
-		p.Errorf(manifest.Deref(n), prefix+"metadata.name", "is missing; give the pool a name")
-	}
-	p.StringMap(meta["labels"], prefix+"metadata.labels") // checked, not used
+	var meta map[string]*yaml.Node
+	pool.Name, meta = p.Metadata(n, f, prefix, "pool")
 	ann := p.StringMap(meta["annotations"], prefix+"metadata.annotations")
 	for k, v := range ann {
 		path := prefix + "metadata.annotations." + k

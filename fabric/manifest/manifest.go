@@ -101,6 +101,22 @@ var ServerMetadata = []string{
 	"finalizers", "ownerReferences", "generateName", "selfLink",
 }
 
+// Metadata reads the metadata of the object n at prefix, whose top-level
+// fields are f: its name, which it requires ("give the <what> a name"), and
+// its labels, checked as a string map. It returns the name and the fields,
+// for a reader that wants annotations.
+func (r *Reader) Metadata(n *yaml.Node, f map[string]*yaml.Node, prefix, what string) (string, map[string]*yaml.Node) {
+	meta := r.Fields(f["metadata"], prefix+"metadata", []string{"name", "labels", "annotations"}, ServerMetadata)
+	var name string
+	if v, ok := meta["name"]; ok {
+		name, _ = r.Str(v, prefix+"metadata.name")
+	} else {
+		r.Errorf(Deref(n), prefix+"metadata.name", "is missing; give the %s a name", what)
+	}
+	r.StringMap(meta["labels"], prefix+"metadata.labels") // checked, not used
+	return name, meta
+}
+
 // Str reads a scalar as a string.
 func (r *Reader) Str(n *yaml.Node, path string) (string, bool) {
 	n = Deref(n)

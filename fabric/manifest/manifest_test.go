@@ -44,3 +44,33 @@ func TestReader(t *testing.T) {
 		t.Error("Join, IsNull or KindName")
 	}
 }
+
+func TestMetadata(t *testing.T) {
+	read := func(src string) (string, []error) {
+		t.Helper()
+		var doc yaml.Node
+		if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
+			t.Fatal(err)
+		}
+		r := &Reader{Prefix: "test", Doc: 1}
+		n := doc.Content[0]
+		f := r.Fields(n, "", []string{"metadata"}, nil)
+		name, _ := r.Metadata(n, f, "", "pool")
+		return name, r.Errs
+	}
+	// What a cluster's server fills in is accepted and ignored.
+	if name, errs := read("metadata: {name: blue, uid: x, resourceVersion: '7', labels: {a: b}}"); name != "blue" || len(errs) != 0 {
+		t.Errorf("exported object: name %q, errors %v", name, errs)
+	}
+	for src, want := range map[string]string{
+		"metadata: {labels: {a: b}}":               "metadata.name: is missing; give the pool a name",
+		"metadata: {name: blue, labels: [a]}":      "metadata.labels",
+		"metadata: {name: blue, lables: {}}":       `unknown field "lables"`,
+		"metadata: {name: blue, labels: {a: [b]}}": "metadata.labels",
+	} {
+		_, errs := read(src)
+		if len(errs) == 0 || !strings.Contains(errs[0].Error(), want) {
+			t.Errorf("%s: errors %v; want one naming %q", src, errs, want)
+		}
+	}
+}
