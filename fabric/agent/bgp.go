@@ -138,8 +138,9 @@ func (r *bgpReconciler) serviceAdvertisements() []bgp.Advertisement {
 	lb := lbIPsFrom(held)
 	serving := r.a.nodesWithBackends(svcs)
 	self := r.a.cfg.NodeName
+	gated := r.a.dp != nil // without a datapath (mode none) there is nothing to wait for
 	var served map[netip.Addr]bool
-	if r.a.dp != nil {
+	if gated {
 		served = r.a.dp.servedFrontends()
 	}
 	var out []bgp.Advertisement
@@ -154,7 +155,7 @@ func (r *bgpReconciler) serviceAdvertisements() []bgp.Advertisement {
 		}
 		ips = append(ips, s.ExternalIPs...)
 		for _, ip := range ips {
-			if served != nil && !served[ip] {
+			if gated && !served[ip] {
 				continue // announced by the next pass after the datapath's
 			}
 			out = append(out, bgp.Advertisement{Prefix: netip.PrefixFrom(ip, ip.BitLen())})

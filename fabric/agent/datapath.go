@@ -92,6 +92,10 @@ type dpReconciler struct {
 	lastApply time.Time
 	// policyErr is why a stored policy could not be compiled.
 	policyErr error
+	// served are the addresses servedFrontends finds in last: what the
+	// last successful Apply installed (nil before the first; a failed
+	// Apply since leaves it in place).
+	served map[netip.Addr]bool
 	// lastBackends are the backends of each service's cluster IP in the
 	// last desired state.
 	lastBackends map[string][]service.Backend
@@ -341,9 +345,10 @@ func (r *dpReconciler) reconcile() error {
 		r.applied = false
 		return err
 	}
-	servedBefore := servedFrontends(r.last)
-	r.last, r.applied = st, true
-	if r.a.bgp != nil && !maps.Equal(servedBefore, servedFrontends(st)) {
+	served := servedFrontends(st)
+	changed := !maps.Equal(r.served, served)
+	r.last, r.applied, r.served = st, true, served
+	if r.a.bgp != nil && changed {
 		r.a.bgp.kick() // announce what is now served, withdraw what is not
 	}
 	return nil
@@ -351,13 +356,11 @@ func (r *dpReconciler) reconcile() error {
 
 // servedFrontends returns the addresses of the external frontends the
 // datapath last applied with at least one backend: what outside traffic
-// to this node is answered on.
+// to this node is answered on. Callers only read it.
 func (r *dpReconciler) servedFrontends() map[netip.Addr]bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	// r.last is what the last successful Apply installed (nothing before
-	// the first); a failed Apply since leaves that in place.
-	return servedFrontends(r.last)
+	return r.served
 }
 
 func servedFrontends(st bpf.State) map[netip.Addr]bool {
